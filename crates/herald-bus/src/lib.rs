@@ -1,0 +1,1 @@
+//! Change event bus: embedded and NATS JetStream.

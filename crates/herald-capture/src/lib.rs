@@ -1,0 +1,1 @@
+//! Capture: FHIR writes to change events.

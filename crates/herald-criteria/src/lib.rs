@@ -1,0 +1,1 @@
+//! Criteria compilation and evaluation.

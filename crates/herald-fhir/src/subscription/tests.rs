@@ -1,0 +1,262 @@
+//! Table tests for reading Subscriptions: every refusal names its element.
+
+use super::*;
+use serde_json::json;
+
+fn topic_based() -> Value {
+    json!({
+        "resourceType": "Subscription",
+        "meta": {"profile": [PROFILE_BACKPORT_SUBSCRIPTION]},
+        "status": "requested",
+        "reason": "lab dashboard",
+        "criteria": "http://herald.health/SubscriptionTopic/lab-result",
+        "_criteria": {"extension": [{"url": EXT_FILTER_CRITERIA, "valueString": "Observation?patient=Patient/123"}]},
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "https://example.org/hook",
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": EXT_PAYLOAD_CONTENT, "valueCode": "id-only"}]},
+            "header": ["Authorization: Bearer secret-token"],
+            "extension": [
+                {"url": EXT_HEARTBEAT_PERIOD, "valueUnsignedInt": 60},
+                {"url": EXT_TIMEOUT, "valueUnsignedInt": 30},
+                {"url": EXT_MAX_COUNT, "valuePositiveInt": 10}
+            ]
+        }
+    })
+}
+
+#[test]
+fn reads_a_backport_topic_subscription() {
+    let spec = SubscriptionSpec::from_resource(&topic_based()).expect("valid");
+    assert_eq!(
+        spec.kind,
+        SubscriptionKind::Topic {
+            topic_url: "http://herald.health/SubscriptionTopic/lab-result".into(),
+            filters: vec!["Observation?patient=Patient/123".into()],
+        }
+    );
+    assert_eq!(spec.content, Some(PayloadContent::IdOnly));
+    assert_eq!(
+        spec.headers,
+        vec![("Authorization".to_owned(), "Bearer secret-token".to_owned())]
+    );
+    assert_eq!(
+        (spec.heartbeat_period, spec.timeout, spec.max_count),
+        (Some(60), Some(30), Some(10))
+    );
+    assert!(spec.delivers_bundles());
+}
+
+#[test]
+fn reads_a_classic_criteria_subscription() {
+    let resource = json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "r",
+        "criteria": "Observation?code=http://loinc.org|2345-7&subject=Patient/123",
+        "channel": {"type": "rest-hook", "endpoint": "http://localhost:9000/hook"}
+    });
+    let spec = SubscriptionSpec::from_resource(&resource).expect("valid");
+    assert!(matches!(spec.kind, SubscriptionKind::Criteria { .. }));
+    assert!(!spec.delivers_bundles());
+    assert_eq!(spec.payload, None);
+}
+
+#[test]
+fn refusals_name_the_element() {
+    type Mutation = fn(&mut Value);
+    let cases: Vec<(&str, Mutation, &str, IssueType)> = vec![
+        (
+            "wrong type",
+            |s| s["resourceType"] = json!("Patient"),
+            "Subscription.resourceType",
+            IssueType::Invalid,
+        ),
+        (
+            "no status",
+            |s| {
+                s.as_object_mut().map(|o| o.remove("status"));
+            },
+            "Subscription.status",
+            IssueType::Required,
+        ),
+        (
+            "no reason",
+            |s| {
+                s.as_object_mut().map(|o| o.remove("reason"));
+            },
+            "Subscription.reason",
+            IssueType::Required,
+        ),
+        (
+            "bad status",
+            |s| s["status"] = json!("on"),
+            "Subscription.status",
+            IssueType::Invalid,
+        ),
+        (
+            "no criteria",
+            |s| {
+                s.as_object_mut().map(|o| o.remove("criteria"));
+            },
+            "Subscription.criteria",
+            IssueType::Required,
+        ),
+        (
+            "cross-version filter ext",
+            |s| {
+                s["_criteria"]["extension"][0]["url"] = json!("http://hl7.org/fhir/5.0/subscriptions-backport/StructureDefinition/backport-filter-criteria")
+            },
+            "Subscription.criteria.extension",
+            IssueType::NotSupported,
+        ),
+        (
+            "websocket",
+            |s| s["channel"]["type"] = json!("websocket"),
+            "Subscription.channel.type",
+            IssueType::NotSupported,
+        ),
+        (
+            "unknown channel",
+            |s| s["channel"]["type"] = json!("carrier-pigeon"),
+            "Subscription.channel.type",
+            IssueType::NotSupported,
+        ),
+        (
+            "custom channel",
+            |s| s["channel"]["_type"] = json!({"extension": [{"url": EXT_CHANNEL_TYPE, "valueCoding": {"system": "x", "code": "y"}}]}),
+            "Subscription.channel.type",
+            IssueType::NotSupported,
+        ),
+        (
+            "xml",
+            |s| s["channel"]["payload"] = json!("application/fhir+xml"),
+            "Subscription.channel.payload",
+            IssueType::NotSupported,
+        ),
+        (
+            "fhir r5",
+            |s| s["channel"]["payload"] = json!("application/fhir+json; fhirVersion=5.0"),
+            "Subscription.channel.payload",
+            IssueType::NotSupported,
+        ),
+        (
+            "no payload on topic",
+            |s| {
+                s["channel"].as_object_mut().map(|o| {
+                    o.remove("payload");
+                    o.remove("_payload")
+                });
+            },
+            "Subscription.channel.payload",
+            IssueType::Required,
+        ),
+        (
+            "bad content",
+            |s| s["channel"]["_payload"]["extension"][0]["valueCode"] = json!("everything"),
+            "Subscription.channel.payload.extension",
+            IssueType::NotSupported,
+        ),
+        (
+            "unknown channel ext",
+            |s| {
+                s["channel"]["extension"][0]["url"] = json!(
+                    "http://hapifhir.io/fhir/StructureDefinition/subscription-delivery-retry-count"
+                )
+            },
+            "Subscription.channel.extension",
+            IssueType::NotSupported,
+        ),
+        (
+            "endpoint not a url",
+            |s| s["channel"]["endpoint"] = json!("adfdf"),
+            "Subscription.channel.endpoint",
+            IssueType::Invalid,
+        ),
+        (
+            "endpoint creds",
+            |s| s["channel"]["endpoint"] = json!("https://u:p@example.org/"),
+            "Subscription.channel.endpoint",
+            IssueType::Invalid,
+        ),
+        (
+            "no endpoint",
+            |s| {
+                s["channel"].as_object_mut().map(|o| o.remove("endpoint"));
+            },
+            "Subscription.channel.endpoint",
+            IssueType::Required,
+        ),
+        (
+            "bad header",
+            |s| s["channel"]["header"] = json!(["no-colon-here"]),
+            "Subscription.channel.header",
+            IssueType::Invalid,
+        ),
+        (
+            "header injection",
+            |s| s["channel"]["header"] = json!(["X-A: b\r\nX-B: c"]),
+            "Subscription.channel.header",
+            IssueType::Invalid,
+        ),
+        (
+            "content-type header",
+            |s| s["channel"]["header"] = json!(["Content-Type: text/plain"]),
+            "Subscription.channel.header",
+            IssueType::Invalid,
+        ),
+        (
+            "timeout too long",
+            |s| s["channel"]["extension"][1]["valueUnsignedInt"] = json!(100000),
+            "Subscription.channel.extension",
+            IssueType::NotSupported,
+        ),
+        (
+            "max count zero",
+            |s| s["channel"]["extension"][2]["valuePositiveInt"] = json!(0),
+            "Subscription.channel.extension",
+            IssueType::Invalid,
+        ),
+        (
+            "modifier extension",
+            |s| s["modifierExtension"] = json!([{"url": "http://x", "valueBoolean": true}]),
+            "Subscription",
+            IssueType::NotSupported,
+        ),
+        (
+            "bad end",
+            |s| s["end"] = json!("tomorrow"),
+            "Subscription.end",
+            IssueType::Invalid,
+        ),
+        (
+            "search url as topic",
+            |s| s["criteria"] = json!("Observation?code=1"),
+            "Subscription.criteria",
+            IssueType::Invalid,
+        ),
+    ];
+    for (name, mutate, expression, code) in cases {
+        let mut resource = topic_based();
+        mutate(&mut resource);
+        let err = SubscriptionSpec::from_resource(&resource).expect_err(name);
+        assert_eq!(err.expression, expression, "{name}: {err}");
+        assert_eq!(err.code, code, "{name}: {err}");
+        let outcome = err.outcome().to_json();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+    }
+}
+
+#[test]
+fn header_values_never_appear_in_diagnostics() {
+    let mut resource = topic_based();
+    resource["channel"]["header"] = json!(["Authorization Bearer-supersecret"]);
+    let err = SubscriptionSpec::from_resource(&resource).expect_err("malformed header");
+    assert!(!err.message.contains("supersecret"), "{}", err.message);
+}
+
+#[test]
+fn accepts_fhir_version_4_and_charset() {
+    let mut resource = topic_based();
+    resource["channel"]["payload"] = json!("application/fhir+json; fhirVersion=4.0; charset=utf-8");
+    assert!(SubscriptionSpec::from_resource(&resource).is_ok());
+}

@@ -1,0 +1,1 @@
+//! Matcher: consumes change events, persists notifications.

@@ -1,0 +1,1 @@
+//! Storage trait with SQLite and PostgreSQL.
