@@ -1,1 +1,22 @@
-//! Criteria compilation and evaluation.
+//! Herald's criteria language: compilation and evaluation of FHIR R4 search-URL
+//! criteria (`Subscription.criteria`), R4B/R5 `SubscriptionTopic` resource triggers
+//! (query criteria with previous/current semantics) and subscription filters
+//! (`filterBy` / backport filter criteria), all over resources held as
+//! `serde_json::Value`. The crate fails closed: any part of a criteria string that is
+//! not implemented is rejected at compile time with a [`CriteriaError`] naming it,
+//! and evaluation never panics. It must not know about storage, message buses or
+//! HTTP: callers hand it resources and get booleans back.
+
+mod date;
+mod error;
+mod registry;
+mod search;
+mod topic;
+mod values;
+
+pub use error::CriteriaError;
+pub use search::SearchQuery;
+pub use topic::{Interaction, SubscriptionFilters, TopicDefinition};
+
+#[cfg(test)]
+mod tests;

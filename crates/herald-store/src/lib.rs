@@ -1,1 +1,161 @@
-//! Storage trait with SQLite and PostgreSQL.
+//! Storage for Herald: subscriptions, topics, latest resource versions, the change events
+//! that matched, and the per-subscription notification log with its gap-free event numbers.
+//!
+//! [`Store`] is the seam; [`SqliteStore`] (the embedded default) and [`PostgresStore`]
+//! (production) implement it from one body of SQL (see [`sql`]), each with its own
+//! migrations. Times are epoch milliseconds so the SQL is portable. This crate knows nothing
+//! about HTTP, buses or criteria.
+//!
+//! Event numbers are assigned by `UPDATE subscriptions SET events_since_start =
+//! events_since_start + 1 ... RETURNING` in the same transaction as the notification row: a
+//! rollback undoes both, so numbers have no gaps, and the unique index on
+//! (subscription, event id) makes recording idempotent under redelivery.
+
+mod records;
+mod sql;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use records::*;
+pub use sql::{PostgresStore, SqliteStore};
+
+/// Errors from storage, converted where storage meets the driver.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Herald persists. Implementations must be safe to call from many tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Cheap liveness check for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- Subscriptions -------------------------------------------------------------
+    async fn create_subscription(
+        &self,
+        new: NewSubscription<'_>,
+    ) -> StoreResult<SubscriptionRecord>;
+    async fn get_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<SubscriptionRecord>>;
+    /// Replaces the resource. Resetting to `requested` restarts the handshake; delivery
+    /// then continues from the first undelivered event.
+    async fn update_subscription(
+        &self,
+        new: NewSubscription<'_>,
+    ) -> StoreResult<Option<SubscriptionRecord>>;
+    /// Deletes the subscription and its notification log.
+    async fn delete_subscription(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    async fn search_subscriptions(
+        &self,
+        tenant: &str,
+        query: &SubscriptionQuery,
+    ) -> StoreResult<Vec<SubscriptionRecord>>;
+    /// Subscriptions whose status counts events (requested, active, error), all tenants.
+    async fn counting_subscriptions(&self) -> StoreResult<Vec<SubscriptionRecord>>;
+    /// Number of subscriptions (any status) whose criteria is `criteria`, for topic deletion.
+    async fn count_subscriptions_with_criteria(
+        &self,
+        tenant: &str,
+        criteria: &str,
+    ) -> StoreResult<i64>;
+
+    // --- SubscriptionTopics ----------------------------------------------------------
+    async fn put_topic(
+        &self,
+        tenant: &str,
+        id: &str,
+        url: &str,
+        resource: &Value,
+    ) -> StoreResult<TopicRecord>;
+    async fn get_topic(&self, tenant: &str, id: &str) -> StoreResult<Option<TopicRecord>>;
+    async fn get_topic_by_url(&self, tenant: &str, url: &str) -> StoreResult<Option<TopicRecord>>;
+    async fn list_topics(&self, tenant: &str) -> StoreResult<Vec<TopicRecord>>;
+    async fn delete_topic(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+
+    // --- Latest resource versions ------------------------------------------------------
+    async fn get_resource(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredResource>>;
+    /// Compare-and-set: writes `new` only if the stored sequence is still `expected_seq`
+    /// (`None` = no row yet). Returns whether it was written.
+    async fn put_resource(
+        &self,
+        new: &StoredResource,
+        expected_seq: Option<i64>,
+    ) -> StoreResult<bool>;
+
+    // --- Notification log ------------------------------------------------------------------
+    /// Records that `event` matched `subscriptions`, giving each its next event number.
+    /// Idempotent: a (subscription, event) pair already recorded keeps its number.
+    /// Subscriptions that no longer exist are skipped.
+    async fn record_notifications(
+        &self,
+        event: &EventRecord,
+        subscriptions: &[SubscriptionKey],
+    ) -> StoreResult<Vec<(SubscriptionKey, i64)>>;
+    /// Notifications with `from <= event_number <= to`, in order, at most `limit`.
+    async fn notifications(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+
+    // --- Delivery state ----------------------------------------------------------------
+    /// rest-hook subscriptions with work due at `now_ms`: a handshake, undelivered events
+    /// or a heartbeat.
+    async fn due_for_delivery(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<SubscriptionRecord>>;
+    async fn handshake_result(
+        &self,
+        key: &SubscriptionKey,
+        version_id: i64,
+        outcome: Result<(), &str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    async fn mark_delivered(
+        &self,
+        key: &SubscriptionKey,
+        through: i64,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    async fn mark_heartbeat(&self, key: &SubscriptionKey, now_ms: i64) -> StoreResult<()>;
+    async fn record_delivery_failure(
+        &self,
+        key: &SubscriptionKey,
+        failure: &DeliveryFailure<'_>,
+    ) -> StoreResult<()>;
+    async fn set_status(
+        &self,
+        key: &SubscriptionKey,
+        status: herald_fhir::SubscriptionStatus,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,440 @@
+//! R4 search URLs as criteria: parsing (`Observation?code=…&subject=…`), compilation
+//! against the [`registry`](crate::registry) into a [`SearchQuery`], and in-memory
+//! evaluation of that query against one resource.
+//!
+//! Parsing rules: the query string is split on `&` (empty segments are skipped);
+//! names and values are percent-decoded (`+` is *not* turned into a space, so raw
+//! time-zone offsets like `+01:00` survive); a name may carry one `:modifier`;
+//! comma-separated values are ORed (`\,` escapes a comma, `\|` a pipe, `\\` a
+//! backslash); repeated parameters are ANDed. Everything that is not implemented is a
+//! compile error naming the offending part.
+
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+use crate::date::{DateRange, Prefix};
+use crate::error::{err, CriteriaError};
+use crate::registry::{self, ParamDef, ParamType};
+use crate::values::{
+    collect, date_ranges, normalize, reference_identifier, reference_matches, split_reference,
+    string_values, token_matches, token_texts, uri_matches, RefParts, TokenQuery, UriMode,
+};
+
+/// Result/control parameters: meaningful for a search response, not for a match test.
+const RESULT_PARAMS: &[&str] = &[
+    "_include",
+    "_revinclude",
+    "_sort",
+    "_count",
+    "_elements",
+    "_summary",
+    "_total",
+    "_contained",
+    "_containedType",
+    "_format",
+    "_pretty",
+];
+
+/// Search features recognised but not implemented yet.
+const UNSUPPORTED_PARAMS: &[&str] = &["_filter", "_has", "_query", "_text", "_content", "_list", "_type"];
+
+/// A compiled search: a resource type and ANDed clauses.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    resource_type: String,
+    clauses: Vec<Clause>,
+}
+
+/// One parameter occurrence of a query (values inside it are ORed).
+#[derive(Debug, Clone)]
+pub(crate) struct Clause {
+    /// The parameter name, without modifier.
+    pub(crate) name: String,
+    /// The modifier as written (without the colon), if any.
+    pub(crate) modifier: Option<String>,
+    /// Prefixes written explicitly in the values (`eq` included when written).
+    pub(crate) prefixes: Vec<Prefix>,
+    def: &'static ParamDef,
+    test: Test,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StringMode {
+    StartsWith,
+    Exact,
+    Contains,
+}
+
+#[derive(Debug, Clone)]
+enum Test {
+    Missing(bool),
+    Token { any_of: Vec<TokenQuery>, negate: bool },
+    /// Normalized texts for `:text` (starts-with).
+    TokenText(Vec<String>),
+    Reference(Vec<RefParts>),
+    ReferenceIdentifier(Vec<TokenQuery>),
+    /// Normalized unless `Exact`.
+    String { any_of: Vec<String>, mode: StringMode },
+    Date(Vec<(Prefix, DateRange)>),
+    Uri { any_of: Vec<String>, mode: UriMode },
+}
+
+impl SearchQuery {
+    /// Parses an R4 search URL used as `Subscription.criteria`, e.g.
+    /// `Observation?code=http://loinc.org|2345-7&subject=Patient/123` or just
+    /// `Observation`. A leading `/` is accepted; an absolute URL is rejected.
+    pub fn parse(criteria: &str) -> Result<SearchQuery, CriteriaError> {
+        let trimmed = criteria.trim();
+        if trimmed.is_empty() {
+            return err("criteria is empty");
+        }
+        let (path, query) = trimmed.split_once('?').unwrap_or((trimmed, ""));
+        if path.contains(':') {
+            return err(format!(
+                "absolute criteria URLs are not supported: '{trimmed}'; use a relative search URL such as 'Observation?code=...'"
+            ));
+        }
+        let path = path.strip_prefix('/').unwrap_or(path);
+        if path.is_empty() {
+            return err(format!("criteria has no resource type: '{trimmed}'"));
+        }
+        if path.contains('/') {
+            return err(format!(
+                "criteria must have the form '<ResourceType>?<parameters>'; the path '{path}' is not supported"
+            ));
+        }
+        Self::parse_for_type(path, query)
+    }
+
+    /// Parses only the query part (`status:not=finished&code=x`) for a resource type,
+    /// as used by `SubscriptionTopic` query criteria. A leading `?` is accepted.
+    pub fn parse_for_type(resource_type: &str, query: &str) -> Result<SearchQuery, CriteriaError> {
+        if !registry::is_known_resource(resource_type) {
+            return err(format!("unknown resource type '{resource_type}'"));
+        }
+        let query = query.strip_prefix('?').unwrap_or(query);
+        let clauses = query
+            .split('&')
+            .filter(|segment| !segment.is_empty())
+            .map(|segment| parse_param(resource_type, segment))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchQuery {
+            resource_type: resource_type.to_owned(),
+            clauses,
+        })
+    }
+
+    /// The resource type the query searches.
+    pub fn resource_type(&self) -> &str {
+        &self.resource_type
+    }
+
+    /// Whether the resource matches every clause. A resource of another type (by its
+    /// `resourceType`) never matches. Never panics.
+    pub fn matches(&self, resource: &Value) -> bool {
+        resource.get("resourceType").and_then(Value::as_str) == Some(self.resource_type.as_str())
+            && self.clauses.iter().all(|c| c.matches(resource))
+    }
+
+    /// The distinct parameter names the query constrains (without modifiers), in order
+    /// of first appearance; meant as keys for a later inverted index.
+    pub fn parameter_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for clause in &self.clauses {
+            if !names.contains(&clause.name) {
+                names.push(clause.name.clone());
+            }
+        }
+        names
+    }
+
+    pub(crate) fn clauses(&self) -> &[Clause] {
+        &self.clauses
+    }
+}
+
+impl Clause {
+    fn matches(&self, resource: &Value) -> bool {
+        let mut nodes = Vec::new();
+        for path in self.def.paths {
+            collect(resource, path, &mut nodes);
+        }
+        match &self.test {
+            Test::Missing(want) => nodes.is_empty() == *want,
+            Test::Token { any_of, negate } => {
+                let hit = any_of.iter().any(|q| nodes.iter().any(|n| token_matches(n, q)));
+                hit != *negate
+            }
+            Test::TokenText(texts) => nodes.iter().flat_map(|n| token_texts(n)).any(|t| {
+                let t = normalize(t);
+                texts.iter().any(|v| t.starts_with(v.as_str()))
+            }),
+            Test::Reference(refs) => nodes
+                .iter()
+                .any(|n| refs.iter().any(|q| reference_matches(n, q, self.def.targets))),
+            Test::ReferenceIdentifier(tokens) => nodes
+                .iter()
+                .filter_map(|n| reference_identifier(n))
+                .any(|id| tokens.iter().any(|q| token_matches(id, q))),
+            Test::String { any_of, mode } => nodes.iter().flat_map(|n| string_values(n)).any(|s| {
+                if *mode == StringMode::Exact {
+                    return any_of.iter().any(|v| v == s);
+                }
+                let s = normalize(s);
+                any_of.iter().any(|v| match mode {
+                    StringMode::Contains => s.contains(v.as_str()),
+                    _ => s.starts_with(v.as_str()),
+                })
+            }),
+            Test::Date(values) => {
+                let ranges: Vec<DateRange> = nodes.iter().filter_map(|n| date_ranges(n)).collect();
+                values.iter().any(|(prefix, param)| match prefix {
+                    // `ne`: there is a value and none of the values is `eq`.
+                    Prefix::Ne => !ranges.is_empty() && ranges.iter().all(|t| prefix.test(*param, *t)),
+                    _ => ranges.iter().any(|t| prefix.test(*param, *t)),
+                })
+            }
+            Test::Uri { any_of, mode } => nodes
+                .iter()
+                .any(|n| any_of.iter().any(|v| uri_matches(n, v, *mode))),
+        }
+    }
+}
+
+fn decode(s: &str) -> Result<String, CriteriaError> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| CriteriaError::new(format!("'{s}' is not valid UTF-8 after percent-decoding")))
+}
+
+/// Compiles one `name[:modifier]=value` segment.
+fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
+    let Some((raw_name, raw_value)) = segment.split_once('=') else {
+        return err(format!("parameter '{}' has no value", decode(segment)?));
+    };
+    let full_name = decode(raw_name)?;
+    let value = decode(raw_value)?;
+    let (name, modifier) = match full_name.split_once(':') {
+        Some((n, m)) => (n, Some(m)),
+        None => (full_name.as_str(), None),
+    };
+    if name.is_empty() {
+        return err(format!("parameter without a name in '{segment}'"));
+    }
+    if RESULT_PARAMS.contains(&name) {
+        return err(format!("result parameter '{name}' has no meaning in subscription criteria"));
+    }
+    if UNSUPPORTED_PARAMS.contains(&name) {
+        return err(format!("'{name}' is not supported yet"));
+    }
+    if name.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
+        return err(format!("chained parameters are not supported: '{full_name}'"));
+    }
+    let Some(def) = registry::lookup(resource_type, name) else {
+        return err(format!("unknown search parameter '{name}' for {resource_type}"));
+    };
+    if !matches!(
+        def.ty,
+        ParamType::Token | ParamType::Reference | ParamType::String | ParamType::Date | ParamType::Uri
+    ) {
+        return err(format!(
+            "search parameter type {} ('{name}') is not supported yet",
+            def.ty.code()
+        ));
+    }
+    if value.is_empty() {
+        return err(format!("parameter '{full_name}' has an empty value"));
+    }
+    let unsupported = |m: &str| err(format!("modifier ':{m}' on '{name}' is not supported"));
+    let mut prefixes = Vec::new();
+    let test = if modifier == Some("missing") {
+        match value.as_str() {
+            "true" => Test::Missing(true),
+            "false" => Test::Missing(false),
+            _ => return err(format!("':missing' on '{name}' needs 'true' or 'false', got '{value}'")),
+        }
+    } else {
+        let pieces = split_list(&value, &full_name)?;
+        match def.ty {
+            ParamType::Token => match modifier {
+                None | Some("not") => Test::Token {
+                    any_of: pieces.iter().map(|p| token_query(p, name)).collect::<Result<_, _>>()?,
+                    negate: modifier.is_some(),
+                },
+                Some("text") => Test::TokenText(pieces.iter().map(|p| normalize(&unescape(p))).collect()),
+                Some(m) => return unsupported(m),
+            },
+            ParamType::Reference => match modifier {
+                Some("identifier") => Test::ReferenceIdentifier(
+                    pieces.iter().map(|p| token_query(p, name)).collect::<Result<_, _>>()?,
+                ),
+                None => Test::Reference(
+                    pieces.iter().map(|p| reference_query(p, None, def)).collect::<Result<_, _>>()?,
+                ),
+                Some(m) if registry::is_type_name(m) => {
+                    if !def.targets.is_empty() && !def.targets.contains(&m) {
+                        return err(format!("'{m}' is not a target type of reference parameter '{name}'"));
+                    }
+                    Test::Reference(
+                        pieces.iter().map(|p| reference_query(p, Some(m), def)).collect::<Result<_, _>>()?,
+                    )
+                }
+                Some(m) => return unsupported(m),
+            },
+            ParamType::String => {
+                let mode = match modifier {
+                    None => StringMode::StartsWith,
+                    Some("exact") => StringMode::Exact,
+                    Some("contains") => StringMode::Contains,
+                    Some(m) => return unsupported(m),
+                };
+                let any_of = pieces
+                    .iter()
+                    .map(|p| if mode == StringMode::Exact { unescape(p) } else { normalize(&unescape(p)) })
+                    .collect();
+                Test::String { any_of, mode }
+            }
+            ParamType::Date => {
+                if let Some(m) = modifier {
+                    return unsupported(m);
+                }
+                let mut values = Vec::new();
+                for piece in &pieces {
+                    let (prefix, explicit, range) = date_value(&unescape(piece), name)?;
+                    if explicit {
+                        prefixes.push(prefix);
+                    }
+                    values.push((prefix, range));
+                }
+                Test::Date(values)
+            }
+            ParamType::Uri => {
+                let mode = match modifier {
+                    None => UriMode::Exact,
+                    Some("below") => UriMode::Below,
+                    Some("above") => UriMode::Above,
+                    Some(m) => return unsupported(m),
+                };
+                Test::Uri {
+                    any_of: pieces.iter().map(|p| unescape(p)).collect(),
+                    mode,
+                }
+            }
+            _ => return err(format!("search parameter type {} ('{name}') is not supported yet", def.ty.code())),
+        }
+    };
+    Ok(Clause {
+        name: name.to_owned(),
+        modifier: modifier.map(str::to_owned),
+        prefixes,
+        def,
+        test,
+    })
+}
+
+/// Splits `s` on `sep` where it is not escaped by a backslash; escapes are kept.
+fn split_escaped(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == sep {
+            parts.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Removes the search escapes `\,` `\|` `\$` `\\`.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n @ (',' | '|' | '$' | '\\')) => out.push(n),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The comma-separated (ORed) values of a parameter, still escaped.
+fn split_list<'a>(value: &'a str, name: &str) -> Result<Vec<&'a str>, CriteriaError> {
+    let pieces = split_escaped(value, ',');
+    if pieces.iter().any(|p| p.is_empty()) {
+        return err(format!("parameter '{name}' has an empty value in '{value}'"));
+    }
+    Ok(pieces)
+}
+
+fn token_query(piece: &str, name: &str) -> Result<TokenQuery, CriteriaError> {
+    let parts = split_escaped(piece, '|');
+    Ok(match parts.as_slice() {
+        [code] => TokenQuery::Code(unescape(code)),
+        ["", ""] => return err(format!("token value '{piece}' for '{name}' has neither system nor code")),
+        ["", code] => TokenQuery::NoSystemCode(unescape(code)),
+        [system, ""] => TokenQuery::System(unescape(system)),
+        [system, code] => TokenQuery::SystemCode(unescape(system), unescape(code)),
+        _ => return err(format!("token value '{piece}' for '{name}' has more than one '|'")),
+    })
+}
+
+fn reference_query(piece: &str, type_modifier: Option<&str>, def: &ParamDef) -> Result<RefParts, CriteriaError> {
+    let value = unescape(piece);
+    let mut parts = split_reference(&value);
+    let name = def.name;
+    if parts.id.is_none() && !parts.raw.contains(':') {
+        return err(format!("invalid reference value '{value}' for '{name}'"));
+    }
+    if let Some(m) = type_modifier {
+        match (&parts.typ, &parts.id) {
+            (Some(t), _) if t != m => {
+                return err(format!("reference value '{value}' contradicts modifier ':{m}' on '{name}'"));
+            }
+            (_, None) => return err(format!("reference value '{value}' cannot be combined with modifier ':{m}' on '{name}'")),
+            _ => parts.typ = Some(m.to_owned()),
+        }
+    }
+    if let Some(t) = &parts.typ {
+        if !def.targets.is_empty() && !def.targets.contains(&t.as_str()) {
+            return err(format!("'{t}' is not a target type of reference parameter '{name}'"));
+        }
+    }
+    Ok(parts)
+}
+
+/// Parses `[prefix]date` → (prefix, whether it was written, range).
+fn date_value(piece: &str, name: &str) -> Result<(Prefix, bool, DateRange), CriteriaError> {
+    let b = piece.as_bytes();
+    let (prefix, explicit, rest) = if b.len() >= 2 && b[0].is_ascii_lowercase() && b[1].is_ascii_lowercase() {
+        let code = &piece[..2];
+        if code == "ap" {
+            return err(format!("prefix 'ap' is not supported on date parameter '{name}'"));
+        }
+        match Prefix::from_code(code) {
+            Some(p) => (p, true, &piece[2..]),
+            None => return err(format!("unknown prefix '{code}' on date parameter '{name}'")),
+        }
+    } else {
+        (Prefix::Eq, false, piece)
+    };
+    match crate::date::parse_range(rest) {
+        Some(range) => Ok((prefix, explicit, range)),
+        None => err(format!("invalid date '{rest}' for parameter '{name}'")),
+    }
+}

@@ -1,0 +1,487 @@
+//! The SQL behind [`Store`](crate::Store), written once and instantiated for SQLite and
+//! PostgreSQL by `impl_store!`. Placeholders are `$n`, first used in ascending order (SQLite
+//! numbers `$n` parameters by first appearance), and only types both engines share are used.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_fhir::SubscriptionStatus;
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use crate::records::*;
+use crate::{Store, StoreError, StoreResult};
+
+/// The embedded default: one SQLite file, WAL, `synchronous=FULL` so an acknowledged
+/// write survives a crash. One connection: SQLite has one writer anyway, and a single
+/// connection never meets `SQLITE_BUSY` on lock upgrades.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// An in-memory database, for tests.
+    pub async fn in_memory() -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+/// Production storage on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn convert(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        _ => StoreError::Database(err),
+    }
+}
+
+fn parse_json(text: &str, what: &str) -> StoreResult<Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn parse_status(code: &str) -> StoreResult<SubscriptionStatus> {
+    SubscriptionStatus::parse(code)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown status '{code}'")))
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "tenant, id, version_id, resource, status, error, criteria, channel_type, \
+     heartbeat_period, delivery_state, events_since_start, delivered_through, attempts, next_attempt_at, \
+     last_sent_at, created_at, updated_at";
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $migrations:literal) => {
+        impl $store {
+            fn subscription(row: &<$db as sqlx::Database>::Row) -> StoreResult<SubscriptionRecord> {
+                let status: String = row.try_get("status")?;
+                let state: String = row.try_get("delivery_state")?;
+                let resource: String = row.try_get("resource")?;
+                Ok(SubscriptionRecord {
+                    key: SubscriptionKey { tenant: row.try_get("tenant")?, id: row.try_get("id")? },
+                    version_id: row.try_get("version_id")?,
+                    resource: parse_json(&resource, "subscription resource")?,
+                    status: parse_status(&status)?,
+                    error: row.try_get("error")?,
+                    criteria: row.try_get("criteria")?,
+                    channel_type: row.try_get("channel_type")?,
+                    heartbeat_period: row.try_get("heartbeat_period")?,
+                    delivery_state: if state == "ready" { DeliveryState::Ready } else { DeliveryState::Handshake },
+                    events_since_start: row.try_get("events_since_start")?,
+                    delivered_through: row.try_get("delivered_through")?,
+                    attempts: row.try_get("attempts")?,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    last_sent_at: row.try_get("last_sent_at")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn topic(row: &<$db as sqlx::Database>::Row) -> StoreResult<TopicRecord> {
+                let resource: String = row.try_get("resource")?;
+                Ok(TopicRecord {
+                    tenant: row.try_get("tenant")?,
+                    id: row.try_get("id")?,
+                    url: row.try_get("url")?,
+                    version_id: row.try_get("version_id")?,
+                    resource: parse_json(&resource, "topic resource")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn migrate(&self) -> StoreResult<()> {
+                sqlx::migrate!($migrations).run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_subscription(&self, new: NewSubscription<'_>) -> StoreResult<SubscriptionRecord> {
+                let state = if new.status == SubscriptionStatus::Active { "ready" } else { "handshake" };
+                let sql = format!(
+                    "INSERT INTO subscriptions (tenant, id, version_id, resource, status, error, criteria, channel_type, \
+                     heartbeat_period, delivery_state, created_at, updated_at) \
+                     VALUES ($1, $2, 1, $3, $4, NULL, $5, $6, $7, $8, $9, $9) RETURNING {SUBSCRIPTION_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(new.tenant)
+                    .bind(new.id)
+                    .bind(new.resource.to_string())
+                    .bind(new.status.as_str())
+                    .bind(new.criteria)
+                    .bind(new.channel_type)
+                    .bind(new.heartbeat_period.map(i64::from))
+                    .bind(state)
+                    .bind(new.now_ms)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(convert)?;
+                Self::subscription(&row)
+            }
+
+            async fn get_subscription(&self, tenant: &str, id: &str) -> StoreResult<Option<SubscriptionRecord>> {
+                let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant = $1 AND id = $2");
+                let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::subscription).transpose()
+            }
+
+            async fn update_subscription(&self, new: NewSubscription<'_>) -> StoreResult<Option<SubscriptionRecord>> {
+                // A client setting requested (or active after an error) restarts delivery from
+                // the first undelivered event: attempts and backoff are cleared. Status
+                // 'requested' also asks for a new handshake.
+                let state = if new.status == SubscriptionStatus::Requested { Some("handshake") } else { None };
+                let sql = format!(
+                    "UPDATE subscriptions SET version_id = version_id + 1, resource = $1, status = $2, error = NULL, \
+                     criteria = $3, channel_type = $4, heartbeat_period = $5, \
+                     delivery_state = COALESCE($6, delivery_state), attempts = 0, next_attempt_at = NULL, updated_at = $7 \
+                     WHERE tenant = $8 AND id = $9 RETURNING {SUBSCRIPTION_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(new.resource.to_string())
+                    .bind(new.status.as_str())
+                    .bind(new.criteria)
+                    .bind(new.channel_type)
+                    .bind(new.heartbeat_period.map(i64::from))
+                    .bind(state)
+                    .bind(new.now_ms)
+                    .bind(new.tenant)
+                    .bind(new.id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(convert)?;
+                row.as_ref().map(Self::subscription).transpose()
+            }
+
+            async fn delete_subscription(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM notifications WHERE tenant = $1 AND subscription_id = $2")
+                    .bind(tenant).bind(id).execute(&mut *tx).await?;
+                let done = sqlx::query("DELETE FROM subscriptions WHERE tenant = $1 AND id = $2")
+                    .bind(tenant).bind(id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn search_subscriptions(&self, tenant: &str, query: &SubscriptionQuery) -> StoreResult<Vec<SubscriptionRecord>> {
+                let mut sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant = $1");
+                let mut n = 1;
+                let mut binds: Vec<&str> = Vec::new();
+                for (column, values) in [("id", &query.ids), ("status", &query.statuses), ("criteria", &query.criteria)] {
+                    if values.is_empty() {
+                        continue;
+                    }
+                    let placeholders: Vec<String> = values.iter().map(|_| { n += 1; format!("${n}") }).collect();
+                    sql.push_str(&format!(" AND {column} IN ({})", placeholders.join(", ")));
+                    binds.extend(values.iter().map(String::as_str));
+                }
+                sql.push_str(&format!(" ORDER BY created_at, id LIMIT {}", query.limit.unwrap_or(1000).clamp(0, 10_000)));
+                let mut q = sqlx::query(&sql).bind(tenant);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                rows.iter().map(Self::subscription).collect()
+            }
+
+            async fn counting_subscriptions(&self) -> StoreResult<Vec<SubscriptionRecord>> {
+                let sql = format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE status IN ('requested', 'active', 'error')"
+                );
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::subscription).collect()
+            }
+
+            async fn count_subscriptions_with_criteria(&self, tenant: &str, criteria: &str) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions WHERE tenant = $1 AND criteria = $2")
+                    .bind(tenant).bind(criteria).fetch_one(&self.pool).await?;
+                Ok(row.try_get("n")?)
+            }
+
+            async fn put_topic(&self, tenant: &str, id: &str, url: &str, resource: &Value) -> StoreResult<TopicRecord> {
+                let now = chrono::Utc::now().timestamp_millis();
+                let row = sqlx::query(
+                    "INSERT INTO topics (tenant, id, url, version_id, resource, updated_at) VALUES ($1, $2, $3, 1, $4, $5) \
+                     ON CONFLICT (tenant, id) DO UPDATE SET url = excluded.url, resource = excluded.resource, \
+                     version_id = topics.version_id + 1, updated_at = excluded.updated_at \
+                     RETURNING tenant, id, url, version_id, resource, updated_at",
+                )
+                .bind(tenant).bind(id).bind(url).bind(resource.to_string()).bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(convert)?;
+                Self::topic(&row)
+            }
+
+            async fn get_topic(&self, tenant: &str, id: &str) -> StoreResult<Option<TopicRecord>> {
+                let row = sqlx::query("SELECT tenant, id, url, version_id, resource, updated_at FROM topics WHERE tenant = $1 AND id = $2")
+                    .bind(tenant).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::topic).transpose()
+            }
+
+            async fn get_topic_by_url(&self, tenant: &str, url: &str) -> StoreResult<Option<TopicRecord>> {
+                let row = sqlx::query("SELECT tenant, id, url, version_id, resource, updated_at FROM topics WHERE tenant = $1 AND url = $2")
+                    .bind(tenant).bind(url).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::topic).transpose()
+            }
+
+            async fn list_topics(&self, tenant: &str) -> StoreResult<Vec<TopicRecord>> {
+                let rows = sqlx::query("SELECT tenant, id, url, version_id, resource, updated_at FROM topics WHERE tenant = $1 ORDER BY url")
+                    .bind(tenant).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::topic).collect()
+            }
+
+            async fn delete_topic(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM topics WHERE tenant = $1 AND id = $2")
+                    .bind(tenant).bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn get_resource(&self, tenant: &str, resource_type: &str, id: &str) -> StoreResult<Option<StoredResource>> {
+                let row = sqlx::query(
+                    "SELECT seq, version_id, deleted, resource, updated_at FROM resources \
+                     WHERE tenant = $1 AND resource_type = $2 AND id = $3",
+                )
+                .bind(tenant).bind(resource_type).bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let text: Option<String> = row.try_get("resource")?;
+                let deleted: i64 = row.try_get("deleted")?;
+                Ok(Some(StoredResource {
+                    tenant: tenant.to_owned(),
+                    resource_type: resource_type.to_owned(),
+                    id: id.to_owned(),
+                    seq: row.try_get("seq")?,
+                    version_id: row.try_get("version_id")?,
+                    deleted: deleted != 0,
+                    resource: text.as_deref().map(|t| parse_json(t, "resource")).transpose()?,
+                    updated_at: row.try_get("updated_at")?,
+                }))
+            }
+
+            async fn put_resource(&self, new: &StoredResource, expected_seq: Option<i64>) -> StoreResult<bool> {
+                let text = new.resource.as_ref().map(Value::to_string);
+                let deleted = i64::from(new.deleted);
+                let done = match expected_seq {
+                    None => sqlx::query(
+                        "INSERT INTO resources (tenant, resource_type, id, seq, version_id, deleted, resource, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&new.tenant).bind(&new.resource_type).bind(&new.id).bind(new.seq)
+                    .bind(&new.version_id).bind(deleted).bind(text).bind(new.updated_at)
+                    .execute(&self.pool)
+                    .await?,
+                    Some(expected) => sqlx::query(
+                        "UPDATE resources SET seq = $1, version_id = $2, deleted = $3, resource = $4, updated_at = $5 \
+                         WHERE tenant = $6 AND resource_type = $7 AND id = $8 AND seq = $9",
+                    )
+                    .bind(new.seq).bind(&new.version_id).bind(deleted).bind(text).bind(new.updated_at)
+                    .bind(&new.tenant).bind(&new.resource_type).bind(&new.id).bind(expected)
+                    .execute(&self.pool)
+                    .await?,
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn record_notifications(&self, event: &EventRecord, subscriptions: &[SubscriptionKey]) -> StoreResult<Vec<(SubscriptionKey, i64)>> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO change_events (event_id, tenant, action, resource_type, resource_id, version_id, occurred_at, resource, recorded_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
+                )
+                .bind(&event.event_id).bind(&event.tenant).bind(&event.action).bind(&event.resource_type)
+                .bind(&event.resource_id).bind(&event.version_id).bind(event.occurred_at)
+                .bind(event.resource.as_ref().map(Value::to_string)).bind(event.recorded_at)
+                .execute(&mut *tx)
+                .await?;
+                let mut numbered = Vec::with_capacity(subscriptions.len());
+                for key in subscriptions {
+                    let existing = sqlx::query(
+                        "SELECT event_number FROM notifications WHERE tenant = $1 AND subscription_id = $2 AND event_id = $3",
+                    )
+                    .bind(&key.tenant).bind(&key.id).bind(&event.event_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(row) = existing {
+                        numbered.push((key.clone(), row.try_get("event_number")?));
+                        continue;
+                    }
+                    let counter = sqlx::query(
+                        "UPDATE subscriptions SET events_since_start = events_since_start + 1 \
+                         WHERE tenant = $1 AND id = $2 RETURNING events_since_start",
+                    )
+                    .bind(&key.tenant).bind(&key.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(counter) = counter else { continue };
+                    let number: i64 = counter.try_get("events_since_start")?;
+                    sqlx::query(
+                        "INSERT INTO notifications (tenant, subscription_id, event_number, event_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&key.tenant).bind(&key.id).bind(number).bind(&event.event_id).bind(event.recorded_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(convert)?;
+                    numbered.push((key.clone(), number));
+                }
+                tx.commit().await?;
+                Ok(numbered)
+            }
+
+            async fn notifications(&self, tenant: &str, subscription_id: &str, from: i64, to: i64, limit: i64) -> StoreResult<Vec<NotificationRecord>> {
+                let rows = sqlx::query(
+                    "SELECT n.event_number, e.event_id, e.tenant, e.action, e.resource_type, e.resource_id, e.version_id, \
+                     e.occurred_at, e.resource, e.recorded_at \
+                     FROM notifications n JOIN change_events e ON e.event_id = n.event_id \
+                     WHERE n.tenant = $1 AND n.subscription_id = $2 AND n.event_number >= $3 AND n.event_number <= $4 \
+                     ORDER BY n.event_number LIMIT $5",
+                )
+                .bind(tenant).bind(subscription_id).bind(from).bind(to).bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let resource: Option<String> = row.try_get("resource")?;
+                        Ok(NotificationRecord {
+                            event_number: row.try_get("event_number")?,
+                            event: EventRecord {
+                                event_id: row.try_get("event_id")?,
+                                tenant: row.try_get("tenant")?,
+                                action: row.try_get("action")?,
+                                resource_type: row.try_get("resource_type")?,
+                                resource_id: row.try_get("resource_id")?,
+                                version_id: row.try_get("version_id")?,
+                                occurred_at: row.try_get("occurred_at")?,
+                                resource: resource.as_deref().map(|t| parse_json(t, "event resource")).transpose()?,
+                                recorded_at: row.try_get("recorded_at")?,
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn due_for_delivery(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<SubscriptionRecord>> {
+                let sql = format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
+                     WHERE channel_type = 'rest-hook' \
+                     AND (next_attempt_at IS NULL OR next_attempt_at <= $1) \
+                     AND ( (status = 'requested' AND delivery_state = 'handshake') \
+                        OR (status IN ('requested', 'active', 'error') AND delivery_state = 'ready' \
+                            AND (events_since_start > delivered_through \
+                                 OR (heartbeat_period IS NOT NULL AND COALESCE(last_sent_at, created_at) + heartbeat_period * 1000 <= $1))) ) \
+                     ORDER BY COALESCE(next_attempt_at, 0), tenant, id LIMIT $2"
+                );
+                let rows = sqlx::query(&sql).bind(now_ms).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::subscription).collect()
+            }
+
+            async fn handshake_result(&self, key: &SubscriptionKey, version_id: i64, outcome: Result<(), &str>, now_ms: i64) -> StoreResult<()> {
+                // Only the version that was handshaken is changed: a client update in between wins.
+                let (status, state, error) = match outcome {
+                    Ok(()) => ("active", "ready", None),
+                    Err(e) => ("error", "handshake", Some(e)),
+                };
+                sqlx::query(
+                    "UPDATE subscriptions SET status = $1, delivery_state = $2, error = $3, last_sent_at = $4, \
+                     attempts = 0, next_attempt_at = NULL WHERE tenant = $5 AND id = $6 AND version_id = $7",
+                )
+                .bind(status).bind(state).bind(error).bind(now_ms).bind(&key.tenant).bind(&key.id).bind(version_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn mark_delivered(&self, key: &SubscriptionKey, through: i64, now_ms: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE subscriptions SET delivered_through = CASE WHEN delivered_through > $1 THEN delivered_through ELSE $1 END, \
+                     attempts = 0, next_attempt_at = NULL, last_sent_at = $2, error = NULL, \
+                     status = CASE WHEN status = 'error' THEN 'active' ELSE status END \
+                     WHERE tenant = $3 AND id = $4",
+                )
+                .bind(through).bind(now_ms).bind(&key.tenant).bind(&key.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn mark_heartbeat(&self, key: &SubscriptionKey, now_ms: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE subscriptions SET last_sent_at = $1 WHERE tenant = $2 AND id = $3")
+                    .bind(now_ms).bind(&key.tenant).bind(&key.id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn record_delivery_failure(&self, key: &SubscriptionKey, failure: &DeliveryFailure<'_>) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE subscriptions SET attempts = $1, next_attempt_at = $2, status = $3, error = $4, updated_at = $5 \
+                     WHERE tenant = $6 AND id = $7 AND status <> 'off'",
+                )
+                .bind(failure.attempts).bind(failure.next_attempt_at).bind(failure.status.as_str()).bind(failure.error)
+                .bind(failure.now_ms).bind(&key.tenant).bind(&key.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn set_status(&self, key: &SubscriptionKey, status: SubscriptionStatus, error: Option<&str>) -> StoreResult<()> {
+                sqlx::query("UPDATE subscriptions SET status = $1, error = $2 WHERE tenant = $3 AND id = $4")
+                    .bind(status.as_str()).bind(error).bind(&key.tenant).bind(&key.id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+impl_store!(SqliteStore, sqlx::Sqlite, "./migrations/sqlite");
+impl_store!(PostgresStore, sqlx::Postgres, "./migrations/postgres");

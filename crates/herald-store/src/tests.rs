@@ -1,0 +1,301 @@
+//! One conformance suite, run against SQLite and against a throwaway PostgreSQL database.
+
+use super::*;
+use herald_fhir::SubscriptionStatus;
+use serde_json::json;
+use sqlx::Connection;
+
+/// PostgreSQL for tests: `HERALD_TEST_DATABASE_URL` or the local default. Never skipped: a
+/// missing server fails the test.
+fn admin_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn fresh_postgres() -> PostgresStore {
+    let admin = admin_url();
+    let name = format!("herald_store_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must be running (see README)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("database url without a path: {admin}"),
+    };
+    let store = PostgresStore::connect(&url, 4).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn sqlite() -> SqliteStore {
+    let store = SqliteStore::in_memory().await.expect("sqlite");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn new_sub<'a>(id: &'a str, resource: &'a serde_json::Value) -> NewSubscription<'a> {
+    NewSubscription {
+        tenant: "t1",
+        id,
+        resource,
+        status: SubscriptionStatus::Requested,
+        criteria: "Observation?code=1",
+        channel_type: "rest-hook",
+        heartbeat_period: None,
+        now_ms: 1_000,
+    }
+}
+
+fn event(id: &str) -> EventRecord {
+    EventRecord {
+        event_id: id.into(),
+        tenant: "t1".into(),
+        action: "create".into(),
+        resource_type: "Observation".into(),
+        resource_id: "o1".into(),
+        version_id: "1".into(),
+        occurred_at: 5,
+        resource: Some(json!({"resourceType": "Observation", "id": "o1"})),
+        recorded_at: 6,
+    }
+}
+
+async fn conformance(store: &dyn Store) {
+    let resource = json!({"resourceType": "Subscription", "status": "requested"});
+    let created = store
+        .create_subscription(new_sub("s1", &resource))
+        .await
+        .expect("create");
+    assert_eq!((created.version_id, created.events_since_start), (1, 0));
+    assert_eq!(created.delivery_state, DeliveryState::Handshake);
+    assert!(matches!(
+        store.create_subscription(new_sub("s1", &resource)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .create_subscription(new_sub("s2", &resource))
+        .await
+        .expect("create s2");
+
+    // Gap-free numbering, idempotent per (subscription, event).
+    let s1 = SubscriptionKey::new("t1", "s1");
+    let s2 = SubscriptionKey::new("t1", "s2");
+    let gone = SubscriptionKey::new("t1", "deleted");
+    let first = store
+        .record_notifications(&event("e1"), &[s1.clone(), s2.clone(), gone])
+        .await
+        .expect("record");
+    assert_eq!(first, vec![(s1.clone(), 1), (s2.clone(), 1)]);
+    let again = store
+        .record_notifications(&event("e1"), &[s1.clone()])
+        .await
+        .expect("redelivery");
+    assert_eq!(again, vec![(s1.clone(), 1)]);
+    let second = store
+        .record_notifications(&event("e2"), &[s1.clone()])
+        .await
+        .expect("record");
+    assert_eq!(second, vec![(s1.clone(), 2)]);
+    let log = store
+        .notifications("t1", "s1", 1, 10, 100)
+        .await
+        .expect("log");
+    assert_eq!(
+        log.iter()
+            .map(|n| (n.event_number, n.event.event_id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "e1"), (2, "e2")]
+    );
+    assert_eq!(
+        log[0].event.resource,
+        Some(json!({"resourceType": "Observation", "id": "o1"}))
+    );
+
+    // Delivery state: handshake first, then pending events, then nothing.
+    let due = store.due_for_delivery(2_000, 10).await.expect("due");
+    assert_eq!(due.len(), 2, "both need a handshake");
+    store
+        .handshake_result(&s1, 1, Ok(()), 2_000)
+        .await
+        .expect("hs");
+    store
+        .handshake_result(&s2, 1, Err("503 from endpoint"), 2_000)
+        .await
+        .expect("hs");
+    let s2_record = store
+        .get_subscription("t1", "s2")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(s2_record.status, SubscriptionStatus::Error);
+    let due = store.due_for_delivery(2_000, 10).await.expect("due");
+    assert_eq!(
+        due.iter().map(|s| s.key.id.as_str()).collect::<Vec<_>>(),
+        vec!["s1"],
+        "s2 waits for the client"
+    );
+    store
+        .record_delivery_failure(
+            &s1,
+            &DeliveryFailure {
+                attempts: 1,
+                next_attempt_at: Some(5_000),
+                status: SubscriptionStatus::Active,
+                error: "timeout",
+                now_ms: 2_000,
+            },
+        )
+        .await
+        .expect("failure");
+    assert!(
+        store
+            .due_for_delivery(4_999, 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "backing off"
+    );
+    assert_eq!(
+        store.due_for_delivery(5_000, 10).await.expect("due").len(),
+        1
+    );
+    store
+        .mark_delivered(&s1, 2, 5_000)
+        .await
+        .expect("delivered");
+    assert!(store
+        .due_for_delivery(6_000, 10)
+        .await
+        .expect("due")
+        .is_empty());
+
+    // A client resetting to requested restarts the handshake; the log and counters stay.
+    let updated = store
+        .update_subscription(NewSubscription {
+            id: "s2",
+            ..new_sub("s2", &resource)
+        })
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        (
+            updated.version_id,
+            updated.status,
+            updated.events_since_start
+        ),
+        (2, SubscriptionStatus::Requested, 1)
+    );
+
+    // Search: lists OR-ed inside, AND-ed across.
+    let q = SubscriptionQuery {
+        statuses: vec!["active".into(), "requested".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .search_subscriptions("t1", &q)
+            .await
+            .expect("search")
+            .len(),
+        2
+    );
+    let q = SubscriptionQuery {
+        ids: vec!["s1".into()],
+        statuses: vec!["requested".into()],
+        ..Default::default()
+    };
+    assert!(store
+        .search_subscriptions("t1", &q)
+        .await
+        .expect("search")
+        .is_empty());
+    assert!(
+        store
+            .search_subscriptions("t2", &SubscriptionQuery::default())
+            .await
+            .expect("search")
+            .is_empty(),
+        "tenants never mix"
+    );
+
+    // Latest resource versions: compare-and-set.
+    let v1 = StoredResource {
+        tenant: "t1".into(),
+        resource_type: "Observation".into(),
+        id: "o1".into(),
+        seq: 1,
+        version_id: "1".into(),
+        deleted: false,
+        resource: Some(json!({"id": "o1"})),
+        updated_at: 1,
+    };
+    assert!(store.put_resource(&v1, None).await.expect("put"));
+    assert!(
+        !store.put_resource(&v1, None).await.expect("put"),
+        "already exists"
+    );
+    let v2 = StoredResource {
+        seq: 2,
+        version_id: "2".into(),
+        ..v1.clone()
+    };
+    assert!(
+        !store.put_resource(&v2, Some(7)).await.expect("put"),
+        "stale expectation"
+    );
+    assert!(store.put_resource(&v2, Some(1)).await.expect("put"));
+    assert_eq!(
+        store
+            .get_resource("t1", "Observation", "o1")
+            .await
+            .expect("get"),
+        Some(v2)
+    );
+
+    // Topics.
+    let topic = json!({"resourceType": "SubscriptionTopic", "url": "http://x/t"});
+    store
+        .put_topic("t1", "tp", "http://x/t", &topic)
+        .await
+        .expect("topic");
+    assert!(
+        matches!(
+            store.put_topic("t1", "other", "http://x/t", &topic).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "url unique per tenant"
+    );
+    assert_eq!(
+        store
+            .get_topic_by_url("t1", "http://x/t")
+            .await
+            .expect("get")
+            .map(|t| t.id),
+        Some("tp".into())
+    );
+    assert_eq!(store.list_topics("t1").await.expect("list").len(), 1);
+    assert!(store.delete_topic("t1", "tp").await.expect("delete"));
+
+    assert!(store.delete_subscription("t1", "s1").await.expect("delete"));
+    assert!(store
+        .notifications("t1", "s1", 1, 10, 100)
+        .await
+        .expect("log")
+        .is_empty());
+    assert_eq!(store.counting_subscriptions().await.expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    conformance(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    conformance(&fresh_postgres().await).await;
+}
