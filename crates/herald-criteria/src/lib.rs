@@ -18,5 +18,3 @@ pub use error::CriteriaError;
 pub use search::SearchQuery;
 pub use topic::{Interaction, SubscriptionFilters, TopicDefinition};
 
-#[cfg(test)]
-mod tests;

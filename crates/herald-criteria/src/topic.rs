@@ -1,0 +1,465 @@
+//! `SubscriptionTopic` (R4B/R5 JSON) compilation, resource-trigger semantics, and
+//! compilation of a Subscription's filters against the topic's `canFilterBy`.
+//!
+//! Trigger semantics follow the FHIR reference implementation (fhir-candle) as specified
+//! on [`TopicDefinition::triggers`]. Event triggers and FHIRPath criteria are rejected
+//! (fail closed); `notificationShape` is accepted and ignored here.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::error::{err, CriteriaError};
+use crate::registry;
+use crate::search::SearchQuery;
+
+/// A resource interaction a topic can trigger on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interaction {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Interaction {
+    fn from_code(code: &str) -> Option<Interaction> {
+        match code {
+            "create" => Some(Interaction::Create),
+            "update" => Some(Interaction::Update),
+            "delete" => Some(Interaction::Delete),
+            _ => None,
+        }
+    }
+}
+
+const CORE_SD_PREFIX: &str = "http://hl7.org/fhir/StructureDefinition/";
+const COMPARATORS: &[&str] = &["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
+
+/// A compiled `SubscriptionTopic`.
+#[derive(Debug, Clone)]
+pub struct TopicDefinition {
+    url: String,
+    triggers: Vec<Trigger>,
+    can_filter_by: Vec<FilterDecl>,
+}
+
+#[derive(Debug, Clone)]
+struct Trigger {
+    resource_type: String,
+    interactions: Vec<Interaction>,
+    previous: Option<SearchQuery>,
+    current: Option<SearchQuery>,
+    /// `resultForCreate == test-passes`.
+    create_passes: bool,
+    /// `resultForDelete == test-passes`.
+    delete_passes: bool,
+    require_both: bool,
+}
+
+#[derive(Debug, Clone)]
+struct FilterDecl {
+    resource: Option<String>,
+    param: String,
+    comparators: Vec<String>,
+    modifiers: Vec<String>,
+}
+
+/// A Subscription's compiled filters (see [`SubscriptionFilters::matches`]).
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionFilters {
+    /// Filters that named a resource type, by type.
+    typed: BTreeMap<String, Vec<SearchQuery>>,
+    /// Filters without a type, compiled once per trigger resource type.
+    untyped: Vec<BTreeMap<String, SearchQuery>>,
+}
+
+/// Normalizes a trigger/canFilterBy resource: `Observation` or the core
+/// StructureDefinition URL for it.
+fn resource_name(value: &str, context: &str) -> Result<String, CriteriaError> {
+    let name = value.strip_prefix(CORE_SD_PREFIX).unwrap_or(value);
+    if registry::is_type_name(name) {
+        Ok(name.to_owned())
+    } else {
+        err(format!(
+            "{context} '{value}' is not a core resource type (profiles and logical models are not supported yet)"
+        ))
+    }
+}
+
+fn string_list<'a>(value: Option<&'a Value>, context: &str) -> Result<Vec<&'a str>, CriteriaError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| CriteriaError::new(format!("{context} must contain strings"))))
+            .collect(),
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
+        Some(_) => err(format!("{context} must be a list of codes")),
+    }
+}
+
+fn non_empty_str<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+}
+
+fn has_content(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+fn result_flag(criteria: &Value, key: &str, context: &str) -> Result<bool, CriteriaError> {
+    match criteria.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::String(s)) if s == "test-passes" => Ok(true),
+        Some(Value::String(s)) if s == "test-fails" => Ok(false),
+        Some(other) => err(format!("{context}.{key} must be 'test-passes' or 'test-fails', got {other}")),
+    }
+}
+
+fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError> {
+    let ctx = format!("resourceTrigger[{index}]");
+    let Some(resource) = non_empty_str(trigger, "resource") else {
+        return err(format!("{ctx}.resource is required"));
+    };
+    let resource_type = resource_name(resource, &format!("{ctx}.resource"))?;
+    if has_content(trigger.get("fhirPathCriteria")) {
+        return err(format!("{ctx}: fhirPathCriteria is not supported yet"));
+    }
+    let codes = string_list(trigger.get("supportedInteraction"), &format!("{ctx}.supportedInteraction"))?;
+    let mut interactions = Vec::new();
+    for code in codes {
+        match Interaction::from_code(code) {
+            Some(i) if !interactions.contains(&i) => interactions.push(i),
+            Some(_) => {}
+            None => return err(format!("{ctx}.supportedInteraction '{code}' is not create, update or delete")),
+        }
+    }
+    if interactions.is_empty() {
+        interactions = vec![Interaction::Create, Interaction::Update, Interaction::Delete];
+    }
+    let mut compiled = Trigger {
+        resource_type,
+        interactions,
+        previous: None,
+        current: None,
+        create_passes: false,
+        delete_passes: false,
+        require_both: false,
+    };
+    if let Some(criteria) = trigger.get("queryCriteria").filter(|c| !c.is_null()) {
+        let cctx = format!("{ctx}.queryCriteria");
+        if !criteria.is_object() {
+            return err(format!("{cctx} must be an object"));
+        }
+        let rt = compiled.resource_type.clone();
+        let compile = |key: &str| -> Result<Option<SearchQuery>, CriteriaError> {
+            let Some(query) = non_empty_str(criteria, key) else {
+                if criteria.get(key).is_some_and(|v| !v.is_null() && !v.is_string()) {
+                    return err(format!("{cctx}.{key} must be a string"));
+                }
+                return Ok(None);
+            };
+            let query = query.trim();
+            let query = query.strip_prefix(&format!("{rt}?")).unwrap_or(query);
+            SearchQuery::parse_for_type(&rt, query)
+                .map(Some)
+                .map_err(|e| CriteriaError::new(format!("{cctx}.{key}: {}", e.message())))
+        };
+        compiled.previous = compile("previous")?;
+        compiled.current = compile("current")?;
+        compiled.create_passes = result_flag(criteria, "resultForCreate", &cctx)?;
+        compiled.delete_passes = result_flag(criteria, "resultForDelete", &cctx)?;
+        compiled.require_both = match criteria.get("requireBoth") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return err(format!("{cctx}.requireBoth must be a boolean")),
+        };
+    }
+    Ok(compiled)
+}
+
+impl TopicDefinition {
+    /// Compiles an R4B/R5 `SubscriptionTopic` resource. See the crate docs for what is
+    /// accepted; anything unsupported (event triggers, FHIRPath criteria, unknown
+    /// search parameters in query criteria or canFilterBy) is an error.
+    pub fn from_resource(topic: &Value) -> Result<TopicDefinition, CriteriaError> {
+        match topic.get("resourceType").and_then(Value::as_str) {
+            Some("SubscriptionTopic") => {}
+            Some(other) => return err(format!("expected a SubscriptionTopic resource, got '{other}'")),
+            None => return err("expected a SubscriptionTopic resource, got no resourceType"),
+        }
+        let Some(url) = non_empty_str(topic, "url") else {
+            return err("SubscriptionTopic.url is required");
+        };
+        if has_content(topic.get("eventTrigger")) {
+            return err("SubscriptionTopic.eventTrigger is not supported yet");
+        }
+        let triggers = match topic.get("resourceTrigger") {
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| parse_trigger(i, t))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return err("SubscriptionTopic needs at least one resourceTrigger"),
+        };
+        let mut definition = TopicDefinition {
+            url: url.to_owned(),
+            triggers,
+            can_filter_by: Vec::new(),
+        };
+        let decls = match topic.get("canFilterBy") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items.iter().collect(),
+            Some(_) => return err("SubscriptionTopic.canFilterBy must be a list"),
+        };
+        for (i, decl) in decls.into_iter().enumerate() {
+            let parsed = definition.parse_decl(i, decl)?;
+            definition.can_filter_by.push(parsed);
+        }
+        Ok(definition)
+    }
+
+    fn parse_decl(&self, index: usize, decl: &Value) -> Result<FilterDecl, CriteriaError> {
+        let ctx = format!("canFilterBy[{index}]");
+        let resource = match non_empty_str(decl, "resource") {
+            Some(r) => Some(resource_name(r, &format!("{ctx}.resource"))?),
+            None => None,
+        };
+        let Some(param) = non_empty_str(decl, "filterParameter") else {
+            return err(format!("{ctx}.filterParameter is required"));
+        };
+        if let Some(definition) = non_empty_str(decl, "filterDefinition") {
+            if !definition.starts_with("http://hl7.org/fhir/SearchParameter/") {
+                return err(format!(
+                    "{ctx}.filterDefinition '{definition}' is not supported yet (only core SearchParameters)"
+                ));
+            }
+        }
+        let types = match &resource {
+            Some(r) => vec![r.clone()],
+            None => self.resource_types(),
+        };
+        for rt in &types {
+            if !registry::is_known_resource(rt) {
+                return err(format!("{ctx}: unknown resource type '{rt}'"));
+            }
+            if registry::lookup(rt, param).is_none() {
+                return err(format!("{ctx}.filterParameter '{param}' is not a known search parameter for {rt}"));
+            }
+        }
+        let mut comparators = Vec::new();
+        let mut modifiers = Vec::new();
+        let listed = string_list(decl.get("comparator"), &format!("{ctx}.comparator"))?
+            .into_iter()
+            .chain(string_list(decl.get("modifier"), &format!("{ctx}.modifier"))?);
+        for code in listed {
+            // R4B lists comparators (and "=") in `modifier`.
+            let code = if code == "=" { "eq" } else { code };
+            if COMPARATORS.contains(&code) {
+                comparators.push(code.to_owned());
+            } else {
+                modifiers.push(code.to_owned());
+            }
+        }
+        Ok(FilterDecl {
+            resource,
+            param: param.to_owned(),
+            comparators,
+            modifiers,
+        })
+    }
+
+    /// The topic's canonical URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The distinct resource types of the topic's resource triggers, in order.
+    pub fn resource_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = Vec::new();
+        for t in &self.triggers {
+            if !types.contains(&t.resource_type) {
+                types.push(t.resource_type.clone());
+            }
+        }
+        types
+    }
+
+    /// Whether an interaction on a resource of `resource_type` fires the topic. For each
+    /// trigger of that type supporting the interaction (any one firing suffices):
+    /// - no query criteria (neither `previous` nor `current`): fires;
+    /// - previous test (only if `previous` is given): on create it is
+    ///   `resultForCreate == test-passes`; otherwise `previous` evaluated on the previous
+    ///   resource (on update without a known previous resource, `resultForCreate`;
+    ///   on delete without one, fails);
+    /// - current test (only if `current` is given): on delete it is
+    ///   `resultForDelete == test-passes`; otherwise `current` evaluated on the current
+    ///   resource (fails if there is none);
+    /// - both given: `requireBoth ? prev && cur : prev || cur`; one given: its result.
+    pub fn triggers(
+        &self,
+        interaction: Interaction,
+        resource_type: &str,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+    ) -> bool {
+        self.triggers
+            .iter()
+            .filter(|t| t.resource_type == resource_type && t.interactions.contains(&interaction))
+            .any(|t| t.fires(interaction, current, previous))
+    }
+
+    /// Compiles a Subscription's filter strings (R5 `filterBy`, or backport
+    /// `backport-filter-criteria`). Accepted forms: `Observation?patient=Patient/123`,
+    /// `Observation.patient=Patient/123` and `patient=Patient/123`, each with optional
+    /// `:modifier` or value prefix, several parameters joined by `&` (ANDed). Every
+    /// parameter, modifier and comparator must be allowed by the topic's `canFilterBy`
+    /// (plain equality and an explicit `eq` are always allowed).
+    pub fn compile_filters(&self, filters: &[String]) -> Result<SubscriptionFilters, CriteriaError> {
+        let mut compiled = SubscriptionFilters::default();
+        let trigger_types = self.resource_types();
+        for filter in filters {
+            let filter = filter.trim();
+            if filter.is_empty() {
+                return err("empty subscription filter");
+            }
+            let segments: Vec<(Option<&str>, &str)> = match filter.split_once('?') {
+                Some((typ, query)) => {
+                    query.split('&').filter(|s| !s.is_empty()).map(|s| (Some(typ), s)).collect()
+                }
+                None => filter
+                    .split('&')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        let name = s.split(['=', ':']).next().unwrap_or(s);
+                        match name.split_once('.') {
+                            Some((typ, _)) if registry::is_type_name(typ) => (Some(typ), &s[typ.len() + 1..]),
+                            _ => (None, s),
+                        }
+                    })
+                    .collect(),
+            };
+            if segments.is_empty() {
+                return err(format!("subscription filter '{filter}' has no parameters"));
+            }
+            for (typ, segment) in segments {
+                match typ {
+                    Some(typ) => {
+                        let typ = typ.strip_prefix('/').unwrap_or(typ);
+                        if !trigger_types.iter().any(|t| t == typ) {
+                            return err(format!(
+                                "filter resource type '{typ}' is not a trigger resource of topic {}",
+                                self.url
+                            ));
+                        }
+                        let query = self.compile_segment(typ, segment)?;
+                        compiled.typed.entry(typ.to_owned()).or_default().push(query);
+                    }
+                    None => {
+                        let mut per_type = BTreeMap::new();
+                        for t in &trigger_types {
+                            per_type.insert(t.clone(), self.compile_segment(t, segment)?);
+                        }
+                        compiled.untyped.push(per_type);
+                    }
+                }
+            }
+        }
+        Ok(compiled)
+    }
+
+    /// Compiles one `name[:modifier]=value` filter for `resource_type` and checks it
+    /// against `canFilterBy`.
+    fn compile_segment(&self, resource_type: &str, segment: &str) -> Result<SearchQuery, CriteriaError> {
+        let query = SearchQuery::parse_for_type(resource_type, segment)?;
+        for clause in query.clauses() {
+            let decls: Vec<&FilterDecl> = self
+                .can_filter_by
+                .iter()
+                .filter(|d| d.param == clause.name && d.resource.as_deref().is_none_or(|r| r == resource_type))
+                .collect();
+            if decls.is_empty() {
+                return err(format!(
+                    "filter parameter '{}' is not allowed by topic {}",
+                    clause.name, self.url
+                ));
+            }
+            if let Some(m) = &clause.modifier {
+                let allowed = decls.iter().any(|d| {
+                    d.modifiers.iter().any(|a| a == m)
+                        || (registry::is_type_name(m) && d.modifiers.iter().any(|a| a == "type"))
+                });
+                if !allowed {
+                    return err(format!(
+                        "modifier ':{m}' on filter parameter '{}' is not allowed by topic {}",
+                        clause.name, self.url
+                    ));
+                }
+            }
+            for prefix in &clause.prefixes {
+                let code = prefix.code();
+                if code != "eq" && !decls.iter().any(|d| d.comparators.iter().any(|c| c == code)) {
+                    return err(format!(
+                        "comparator '{code}' on filter parameter '{}' is not allowed by topic {}",
+                        clause.name, self.url
+                    ));
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+impl Trigger {
+    fn fires(&self, interaction: Interaction, current: Option<&Value>, previous: Option<&Value>) -> bool {
+        if self.previous.is_none() && self.current.is_none() {
+            return true;
+        }
+        let prev = self.previous.as_ref().map(|q| match (interaction, previous) {
+            (Interaction::Create, _) => self.create_passes,
+            (_, Some(p)) => q.matches(p),
+            (Interaction::Update, None) => self.create_passes,
+            (Interaction::Delete, None) => false,
+        });
+        let cur = self.current.as_ref().map(|q| match (interaction, current) {
+            (Interaction::Delete, _) => self.delete_passes,
+            (_, Some(c)) => q.matches(c),
+            (_, None) => false,
+        });
+        match (prev, cur) {
+            (Some(p), Some(c)) if self.require_both => p && c,
+            (Some(p), Some(c)) => p || c,
+            (Some(p), None) => p,
+            (None, Some(c)) => c,
+            (None, None) => true,
+        }
+    }
+}
+
+impl SubscriptionFilters {
+    /// Whether a focus resource of `resource_type` passes every filter. Untyped filters
+    /// and the filters typed for `resource_type` must all pass; if there are typed
+    /// filters but none for `resource_type`, the focus does not match (fail closed).
+    /// No filters at all matches everything.
+    pub fn matches(&self, resource_type: &str, focus: &Value) -> bool {
+        if !self.typed.is_empty() && !self.typed.contains_key(resource_type) {
+            return false;
+        }
+        self.typed
+            .get(resource_type)
+            .is_none_or(|queries| queries.iter().all(|q| q.matches(focus)))
+            && self
+                .untyped
+                .iter()
+                .all(|per_type| per_type.get(resource_type).is_some_and(|q| q.matches(focus)))
+    }
+
+    /// Whether there are no filters.
+    pub fn is_empty(&self) -> bool {
+        self.typed.is_empty() && self.untyped.is_empty()
+    }
+}
