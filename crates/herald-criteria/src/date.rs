@@ -97,14 +97,22 @@ pub(crate) fn parse_range(s: &str) -> Option<DateRange> {
     let month = digits(b, 5, 2)?;
     if b.len() == 7 {
         let lo = micros(date(year, month, 1)?)?;
-        let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+        let (ny, nm) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
         let hi = micros(date(ny, nm, 1)?)?;
         return Some(DateRange { lo, hi });
     }
     if b.get(7) != Some(&b'-') {
         return None;
     }
-    let day_date = NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(digits(b, 8, 2)?).ok()?)?;
+    let day_date = NaiveDate::from_ymd_opt(
+        year,
+        u32::try_from(month).ok()?,
+        u32::try_from(digits(b, 8, 2)?).ok()?,
+    )?;
     if b.len() == 10 {
         let lo = micros(day_date.and_time(NaiveTime::MIN))?;
         let hi = micros(day_date.succ_opt()?.and_time(NaiveTime::MIN))?;
@@ -187,8 +195,7 @@ fn parse_time(day: NaiveDate, s: &str) -> Option<DateRange> {
 fn digits(b: &[u8], at: usize, n: usize) -> Option<i32> {
     let slice = b.get(at..at + n)?;
     slice.iter().try_fold(0_i32, |acc, c| {
-        c.is_ascii_digit()
-            .then(|| acc * 10 + i32::from(c - b'0'))
+        c.is_ascii_digit().then(|| acc * 10 + i32::from(c - b'0'))
     })
 }
 
@@ -236,9 +243,20 @@ mod tests {
     #[test]
     fn malformed() {
         for s in [
-            "", "20", "2024-", "2024-13", "2024-02-30", "2024-03-05T", "2024-03-05T25:00",
-            "2024-03-05T10:15:00.Z", "2024-03-05T10:15:00+1:00", "2024-03-05 10:15",
-            "abcd", "2024/03/05", "2024-03-05T10:15:00ZZ", "١٢٣٤",
+            "",
+            "20",
+            "2024-",
+            "2024-13",
+            "2024-02-30",
+            "2024-03-05T",
+            "2024-03-05T25:00",
+            "2024-03-05T10:15:00.Z",
+            "2024-03-05T10:15:00+1:00",
+            "2024-03-05 10:15",
+            "abcd",
+            "2024/03/05",
+            "2024-03-05T10:15:00ZZ",
+            "١٢٣٤",
         ] {
             assert!(parse_range(s).is_none(), "{s}");
         }

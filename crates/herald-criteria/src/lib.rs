@@ -9,12 +9,13 @@
 
 mod date;
 mod error;
+mod filter;
 mod registry;
 mod search;
 mod topic;
 mod values;
 
 pub use error::CriteriaError;
+pub use filter::SubscriptionFilters;
 pub use search::SearchQuery;
-pub use topic::{Interaction, SubscriptionFilters, TopicDefinition};
-
+pub use topic::{Interaction, TopicDefinition};

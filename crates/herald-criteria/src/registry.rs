@@ -85,11 +85,25 @@ static OBSERVATION: &[ParamDef] = &[
     sp!("code", Token, ["code"]),
     sp!("category", Token, ["category"]),
     sp!("status", Token, ["status"]),
-    ParamDef { name: "subject", ty: ParamType::Reference, paths: &["subject"], targets: SUBJECT_TARGETS },
+    ParamDef {
+        name: "subject",
+        ty: ParamType::Reference,
+        paths: &["subject"],
+        targets: SUBJECT_TARGETS,
+    },
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("encounter", Reference, ["encounter"], ["Encounter"]),
-    sp!("date", Date, ["effectiveDateTime", "effectivePeriod", "effectiveInstant"]),
-    ParamDef { name: "performer", ty: ParamType::Reference, paths: &["performer"], targets: PERFORMER_TARGETS },
+    sp!(
+        "date",
+        Date,
+        ["effectiveDateTime", "effectivePeriod", "effectiveInstant"]
+    ),
+    ParamDef {
+        name: "performer",
+        ty: ParamType::Reference,
+        paths: &["performer"],
+        targets: PERFORMER_TARGETS,
+    },
     sp!("identifier", Token, ["identifier"]),
     sp!("based-on", Reference, ["basedOn"]),
     sp!("part-of", Reference, ["partOf"]),
@@ -100,18 +114,47 @@ static OBSERVATION: &[ParamDef] = &[
     sp!("specimen", Reference, ["specimen"], ["Specimen"]),
     sp!("device", Reference, ["device"], ["Device", "DeviceMetric"]),
     sp!("focus", Reference, ["focus"]),
-    sp!("has-member", Reference, ["hasMember"], ["Observation", "QuestionnaireResponse", "MolecularSequence"]),
+    sp!(
+        "has-member",
+        Reference,
+        ["hasMember"],
+        ["Observation", "QuestionnaireResponse", "MolecularSequence"]
+    ),
     sp!("derived-from", Reference, ["derivedFrom"]),
     sp!("data-absent-reason", Token, ["dataAbsentReason"]),
     sp!("method", Token, ["method"]),
     sp!("combo-code", Token, ["code", "component.code"]),
-    sp!("combo-data-absent-reason", Token, ["dataAbsentReason", "component.dataAbsentReason"]),
-    sp!("combo-value-concept", Token, ["valueCodeableConcept", "component.valueCodeableConcept"]),
-    sp!("combo-value-quantity", Quantity, ["valueQuantity", "component.valueQuantity"]),
+    sp!(
+        "combo-data-absent-reason",
+        Token,
+        ["dataAbsentReason", "component.dataAbsentReason"]
+    ),
+    sp!(
+        "combo-value-concept",
+        Token,
+        ["valueCodeableConcept", "component.valueCodeableConcept"]
+    ),
+    sp!(
+        "combo-value-quantity",
+        Quantity,
+        ["valueQuantity", "component.valueQuantity"]
+    ),
     sp!("component-code", Token, ["component.code"]),
-    sp!("component-data-absent-reason", Token, ["component.dataAbsentReason"]),
-    sp!("component-value-concept", Token, ["component.valueCodeableConcept"]),
-    sp!("component-value-quantity", Quantity, ["component.valueQuantity"]),
+    sp!(
+        "component-data-absent-reason",
+        Token,
+        ["component.dataAbsentReason"]
+    ),
+    sp!(
+        "component-value-concept",
+        Token,
+        ["component.valueCodeableConcept"]
+    ),
+    sp!(
+        "component-value-quantity",
+        Quantity,
+        ["component.valueQuantity"]
+    ),
     sp!("code-value-concept", Composite, []),
     sp!("code-value-quantity", Composite, []),
     sp!("code-value-date", Composite, []),
@@ -122,13 +165,38 @@ static DIAGNOSTIC_REPORT: &[ParamDef] = &[
     sp!("code", Token, ["code"]),
     sp!("category", Token, ["category"]),
     sp!("status", Token, ["status"]),
-    ParamDef { name: "subject", ty: ParamType::Reference, paths: &["subject"], targets: SUBJECT_TARGETS },
+    ParamDef {
+        name: "subject",
+        ty: ParamType::Reference,
+        paths: &["subject"],
+        targets: SUBJECT_TARGETS,
+    },
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("encounter", Reference, ["encounter"], ["Encounter"]),
     sp!("date", Date, ["effectiveDateTime", "effectivePeriod"]),
     sp!("issued", Date, ["issued"]),
-    sp!("performer", Reference, ["performer"], ["Practitioner", "PractitionerRole", "Organization", "CareTeam"]),
-    sp!("results-interpreter", Reference, ["resultsInterpreter"], ["Practitioner", "PractitionerRole", "Organization", "CareTeam"]),
+    sp!(
+        "performer",
+        Reference,
+        ["performer"],
+        [
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+            "CareTeam"
+        ]
+    ),
+    sp!(
+        "results-interpreter",
+        Reference,
+        ["resultsInterpreter"],
+        [
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+            "CareTeam"
+        ]
+    ),
     sp!("result", Reference, ["result"], ["Observation"]),
     sp!("identifier", Token, ["identifier"]),
     sp!("based-on", Reference, ["basedOn"]),
@@ -142,7 +210,12 @@ static MEDICATION_REQUEST: &[ParamDef] = &[
     sp!("intent", Token, ["intent"]),
     sp!("category", Token, ["category"]),
     sp!("code", Token, ["medicationCodeableConcept"]),
-    sp!("medication", Reference, ["medicationReference"], ["Medication"]),
+    sp!(
+        "medication",
+        Reference,
+        ["medicationReference"],
+        ["Medication"]
+    ),
     sp!("subject", Reference, ["subject"], ["Patient", "Group"]),
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("encounter", Reference, ["encounter"], ["Encounter"]),
@@ -150,7 +223,12 @@ static MEDICATION_REQUEST: &[ParamDef] = &[
     sp!("requester", Reference, ["requester"]),
     sp!("identifier", Token, ["identifier"]),
     sp!("priority", Token, ["priority"]),
-    sp!("intended-dispenser", Reference, ["dispenseRequest.performer"], ["Organization"]),
+    sp!(
+        "intended-dispenser",
+        Reference,
+        ["dispenseRequest.performer"],
+        ["Organization"]
+    ),
     sp!("intended-performer", Reference, ["performer"]),
     sp!("intended-performertype", Token, ["performerType"]),
 ];
@@ -158,29 +236,63 @@ static MEDICATION_REQUEST: &[ParamDef] = &[
 static MEDICATION_DISPENSE: &[ParamDef] = &[
     sp!("status", Token, ["status"]),
     sp!("code", Token, ["medicationCodeableConcept"]),
-    sp!("medication", Reference, ["medicationReference"], ["Medication"]),
+    sp!(
+        "medication",
+        Reference,
+        ["medicationReference"],
+        ["Medication"]
+    ),
     sp!("subject", Reference, ["subject"], ["Patient", "Group"]),
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("identifier", Token, ["identifier"]),
-    sp!("context", Reference, ["context"], ["Encounter", "EpisodeOfCare"]),
+    sp!(
+        "context",
+        Reference,
+        ["context"],
+        ["Encounter", "EpisodeOfCare"]
+    ),
     sp!("performer", Reference, ["performer.actor"]),
-    sp!("prescription", Reference, ["authorizingPrescription"], ["MedicationRequest"]),
+    sp!(
+        "prescription",
+        Reference,
+        ["authorizingPrescription"],
+        ["MedicationRequest"]
+    ),
     sp!("type", Token, ["type"]),
     sp!("whenhandedover", Date, ["whenHandedOver"]),
     sp!("whenprepared", Date, ["whenPrepared"]),
-    sp!("receiver", Reference, ["receiver"], ["Patient", "Practitioner"]),
+    sp!(
+        "receiver",
+        Reference,
+        ["receiver"],
+        ["Patient", "Practitioner"]
+    ),
     sp!("destination", Reference, ["destination"], ["Location"]),
 ];
 
 static MEDICATION_ADMINISTRATION: &[ParamDef] = &[
     sp!("status", Token, ["status"]),
     sp!("code", Token, ["medicationCodeableConcept"]),
-    sp!("medication", Reference, ["medicationReference"], ["Medication"]),
+    sp!(
+        "medication",
+        Reference,
+        ["medicationReference"],
+        ["Medication"]
+    ),
     sp!("subject", Reference, ["subject"], ["Patient", "Group"]),
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("identifier", Token, ["identifier"]),
-    sp!("context", Reference, ["context"], ["Encounter", "EpisodeOfCare"]),
-    sp!("effective-time", Date, ["effectiveDateTime", "effectivePeriod"]),
+    sp!(
+        "context",
+        Reference,
+        ["context"],
+        ["Encounter", "EpisodeOfCare"]
+    ),
+    sp!(
+        "effective-time",
+        Date,
+        ["effectiveDateTime", "effectivePeriod"]
+    ),
     sp!("performer", Reference, ["performer.actor"]),
     sp!("request", Reference, ["request"], ["MedicationRequest"]),
     sp!("reason-given", Token, ["reasonCode"]),
@@ -190,11 +302,21 @@ static MEDICATION_ADMINISTRATION: &[ParamDef] = &[
 static MEDICATION_STATEMENT: &[ParamDef] = &[
     sp!("status", Token, ["status"]),
     sp!("code", Token, ["medicationCodeableConcept"]),
-    sp!("medication", Reference, ["medicationReference"], ["Medication"]),
+    sp!(
+        "medication",
+        Reference,
+        ["medicationReference"],
+        ["Medication"]
+    ),
     sp!("subject", Reference, ["subject"], ["Patient", "Group"]),
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("identifier", Token, ["identifier"]),
-    sp!("context", Reference, ["context"], ["Encounter", "EpisodeOfCare"]),
+    sp!(
+        "context",
+        Reference,
+        ["context"],
+        ["Encounter", "EpisodeOfCare"]
+    ),
     sp!("effective", Date, ["effectiveDateTime", "effectivePeriod"]),
     sp!("category", Token, ["category"]),
     sp!("part-of", Reference, ["partOf"]),
@@ -219,9 +341,24 @@ static PATIENT: &[ParamDef] = &[
     sp!("telecom", Token, ["telecom"]),
     sp!("phone", Token, ["telecom[system=phone]"]),
     sp!("email", Token, ["telecom[system=email]"]),
-    sp!("general-practitioner", Reference, ["generalPractitioner"], ["Practitioner", "PractitionerRole", "Organization"]),
-    sp!("organization", Reference, ["managingOrganization"], ["Organization"]),
-    sp!("link", Reference, ["link.other"], ["Patient", "RelatedPerson"]),
+    sp!(
+        "general-practitioner",
+        Reference,
+        ["generalPractitioner"],
+        ["Practitioner", "PractitionerRole", "Organization"]
+    ),
+    sp!(
+        "organization",
+        Reference,
+        ["managingOrganization"],
+        ["Organization"]
+    ),
+    sp!(
+        "link",
+        Reference,
+        ["link.other"],
+        ["Patient", "RelatedPerson"]
+    ),
     sp!("language", Token, ["communication.language"]),
 ];
 
@@ -234,18 +371,42 @@ static ENCOUNTER: &[ParamDef] = &[
     sp!("date", Date, ["period"]),
     sp!("participant", Reference, ["participant.individual"]),
     sp!("participant-type", Token, ["participant.type"]),
-    sp!("practitioner", Reference, ["participant.individual"], ["Practitioner"]),
+    sp!(
+        "practitioner",
+        Reference,
+        ["participant.individual"],
+        ["Practitioner"]
+    ),
     sp!("location", Reference, ["location.location"], ["Location"]),
-    sp!("service-provider", Reference, ["serviceProvider"], ["Organization"]),
+    sp!(
+        "service-provider",
+        Reference,
+        ["serviceProvider"],
+        ["Organization"]
+    ),
     sp!("identifier", Token, ["identifier"]),
     sp!("reason-code", Token, ["reasonCode"]),
     sp!("reason-reference", Reference, ["reasonReference"]),
     sp!("account", Reference, ["account"], ["Account"]),
-    sp!("diagnosis", Reference, ["diagnosis.condition"], ["Condition", "Procedure"]),
-    sp!("episode-of-care", Reference, ["episodeOfCare"], ["EpisodeOfCare"]),
+    sp!(
+        "diagnosis",
+        Reference,
+        ["diagnosis.condition"],
+        ["Condition", "Procedure"]
+    ),
+    sp!(
+        "episode-of-care",
+        Reference,
+        ["episodeOfCare"],
+        ["EpisodeOfCare"]
+    ),
     sp!("based-on", Reference, ["basedOn"], ["ServiceRequest"]),
     sp!("part-of", Reference, ["partOf"], ["Encounter"]),
-    sp!("special-arrangement", Token, ["hospitalization.specialArrangement"]),
+    sp!(
+        "special-arrangement",
+        Token,
+        ["hospitalization.specialArrangement"]
+    ),
     sp!("length", Quantity, ["length"]),
 ];
 
@@ -258,7 +419,11 @@ static CONDITION: &[ParamDef] = &[
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("encounter", Reference, ["encounter"], ["Encounter"]),
     sp!("onset-date", Date, ["onsetDateTime", "onsetPeriod"]),
-    sp!("abatement-date", Date, ["abatementDateTime", "abatementPeriod"]),
+    sp!(
+        "abatement-date",
+        Date,
+        ["abatementDateTime", "abatementPeriod"]
+    ),
     sp!("recorded-date", Date, ["recordedDate"]),
     sp!("identifier", Token, ["identifier"]),
     sp!("severity", Token, ["severity"]),
@@ -310,7 +475,12 @@ static IMMUNIZATION: &[ParamDef] = &[
     sp!("date", Date, ["occurrenceDateTime"]),
     sp!("identifier", Token, ["identifier"]),
     sp!("lot-number", String, ["lotNumber"]),
-    sp!("manufacturer", Reference, ["manufacturer"], ["Organization"]),
+    sp!(
+        "manufacturer",
+        Reference,
+        ["manufacturer"],
+        ["Organization"]
+    ),
     sp!("performer", Reference, ["performer.actor"]),
     sp!("location", Reference, ["location"], ["Location"]),
     sp!("reason-code", Token, ["reasonCode"]),
@@ -325,11 +495,20 @@ static SERVICE_REQUEST: &[ParamDef] = &[
     sp!("intent", Token, ["intent"]),
     sp!("category", Token, ["category"]),
     sp!("priority", Token, ["priority"]),
-    ParamDef { name: "subject", ty: ParamType::Reference, paths: &["subject"], targets: SUBJECT_TARGETS },
+    ParamDef {
+        name: "subject",
+        ty: ParamType::Reference,
+        paths: &["subject"],
+        targets: SUBJECT_TARGETS,
+    },
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("encounter", Reference, ["encounter"], ["Encounter"]),
     sp!("authored", Date, ["authoredOn"]),
-    sp!("occurrence", Date, ["occurrenceDateTime", "occurrencePeriod"]),
+    sp!(
+        "occurrence",
+        Date,
+        ["occurrenceDateTime", "occurrencePeriod"]
+    ),
     sp!("requester", Reference, ["requester"]),
     sp!("identifier", Token, ["identifier"]),
     sp!("requisition", Token, ["requisition"]),
@@ -339,7 +518,11 @@ static SERVICE_REQUEST: &[ParamDef] = &[
     sp!("performer-type", Token, ["performerType"]),
     sp!("specimen", Reference, ["specimen"], ["Specimen"]),
     sp!("body-site", Token, ["bodySite"]),
-    sp!("instantiates-canonical", Reference, ["instantiatesCanonical"]),
+    sp!(
+        "instantiates-canonical",
+        Reference,
+        ["instantiatesCanonical"]
+    ),
     sp!("instantiates-uri", Uri, ["instantiatesUri"]),
 ];
 
@@ -373,7 +556,12 @@ static APPOINTMENT: &[ParamDef] = &[
     sp!("status", Token, ["status"]),
     sp!("actor", Reference, ["participant.actor"]),
     sp!("patient", Reference, ["participant.actor"], ["Patient"]),
-    sp!("practitioner", Reference, ["participant.actor"], ["Practitioner"]),
+    sp!(
+        "practitioner",
+        Reference,
+        ["participant.actor"],
+        ["Practitioner"]
+    ),
     sp!("location", Reference, ["participant.actor"], ["Location"]),
     sp!("part-status", Token, ["participant.status"]),
     sp!("date", Date, ["start"]),
@@ -411,11 +599,20 @@ static TASK: &[ParamDef] = &[
 static SPECIMEN: &[ParamDef] = &[
     sp!("type", Token, ["type"]),
     sp!("status", Token, ["status"]),
-    sp!("subject", Reference, ["subject"], ["Patient", "Group", "Device", "Substance", "Location"]),
+    sp!(
+        "subject",
+        Reference,
+        ["subject"],
+        ["Patient", "Group", "Device", "Substance", "Location"]
+    ),
     sp!("patient", Reference, ["subject"], ["Patient"]),
     sp!("identifier", Token, ["identifier"]),
     sp!("accession", Token, ["accessionIdentifier"]),
-    sp!("collected", Date, ["collection.collectedDateTime", "collection.collectedPeriod"]),
+    sp!(
+        "collected",
+        Date,
+        ["collection.collectedDateTime", "collection.collectedPeriod"]
+    ),
     sp!("collector", Reference, ["collection.collector"]),
     sp!("bodysite", Token, ["collection.bodySite"]),
     sp!("container-id", Token, ["container.identifier"]),
@@ -452,10 +649,7 @@ pub(crate) fn is_known_resource(resource_type: &str) -> bool {
 /// The definition of `name` for `resource_type`, if both are known.
 pub(crate) fn lookup(resource_type: &str, name: &str) -> Option<&'static ParamDef> {
     let (_, params) = RESOURCES.iter().find(|(rt, _)| *rt == resource_type)?;
-    params
-        .iter()
-        .chain(COMMON.iter())
-        .find(|p| p.name == name)
+    params.iter().chain(COMMON.iter()).find(|p| p.name == name)
 }
 
 /// Whether `s` is shaped like a FHIR resource type name (`[A-Z][A-Za-z0-9]*`).

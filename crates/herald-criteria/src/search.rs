@@ -36,7 +36,9 @@ const RESULT_PARAMS: &[&str] = &[
 ];
 
 /// Search features recognised but not implemented yet.
-const UNSUPPORTED_PARAMS: &[&str] = &["_filter", "_has", "_query", "_text", "_content", "_list", "_type"];
+const UNSUPPORTED_PARAMS: &[&str] = &[
+    "_filter", "_has", "_query", "_text", "_content", "_list", "_type",
+];
 
 /// A compiled search: a resource type and ANDed clauses.
 #[derive(Debug, Clone)]
@@ -68,15 +70,24 @@ enum StringMode {
 #[derive(Debug, Clone)]
 enum Test {
     Missing(bool),
-    Token { any_of: Vec<TokenQuery>, negate: bool },
+    Token {
+        any_of: Vec<TokenQuery>,
+        negate: bool,
+    },
     /// Normalized texts for `:text` (starts-with).
     TokenText(Vec<String>),
     Reference(Vec<RefParts>),
     ReferenceIdentifier(Vec<TokenQuery>),
     /// Normalized unless `Exact`.
-    String { any_of: Vec<String>, mode: StringMode },
+    String {
+        any_of: Vec<String>,
+        mode: StringMode,
+    },
     Date(Vec<(Prefix, DateRange)>),
-    Uri { any_of: Vec<String>, mode: UriMode },
+    Uri {
+        any_of: Vec<String>,
+        mode: UriMode,
+    },
 }
 
 impl SearchQuery {
@@ -162,16 +173,19 @@ impl Clause {
         match &self.test {
             Test::Missing(want) => nodes.is_empty() == *want,
             Test::Token { any_of, negate } => {
-                let hit = any_of.iter().any(|q| nodes.iter().any(|n| token_matches(n, q)));
+                let hit = any_of
+                    .iter()
+                    .any(|q| nodes.iter().any(|n| token_matches(n, q)));
                 hit != *negate
             }
             Test::TokenText(texts) => nodes.iter().flat_map(|n| token_texts(n)).any(|t| {
                 let t = normalize(t);
                 texts.iter().any(|v| t.starts_with(v.as_str()))
             }),
-            Test::Reference(refs) => nodes
-                .iter()
-                .any(|n| refs.iter().any(|q| reference_matches(n, q, self.def.targets))),
+            Test::Reference(refs) => nodes.iter().any(|n| {
+                refs.iter()
+                    .any(|q| reference_matches(n, q, self.def.targets))
+            }),
             Test::ReferenceIdentifier(tokens) => nodes
                 .iter()
                 .filter_map(|n| reference_identifier(n))
@@ -190,7 +204,9 @@ impl Clause {
                 let ranges: Vec<DateRange> = nodes.iter().filter_map(|n| date_ranges(n)).collect();
                 values.iter().any(|(prefix, param)| match prefix {
                     // `ne`: there is a value and none of the values is `eq`.
-                    Prefix::Ne => !ranges.is_empty() && ranges.iter().all(|t| prefix.test(*param, *t)),
+                    Prefix::Ne => {
+                        !ranges.is_empty() && ranges.iter().all(|t| prefix.test(*param, *t))
+                    }
                     _ => ranges.iter().any(|t| prefix.test(*param, *t)),
                 })
             }
@@ -223,20 +239,30 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
         return err(format!("parameter without a name in '{segment}'"));
     }
     if RESULT_PARAMS.contains(&name) {
-        return err(format!("result parameter '{name}' has no meaning in subscription criteria"));
+        return err(format!(
+            "result parameter '{name}' has no meaning in subscription criteria"
+        ));
     }
     if UNSUPPORTED_PARAMS.contains(&name) {
         return err(format!("'{name}' is not supported yet"));
     }
     if name.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
-        return err(format!("chained parameters are not supported: '{full_name}'"));
+        return err(format!(
+            "chained parameters are not supported: '{full_name}'"
+        ));
     }
     let Some(def) = registry::lookup(resource_type, name) else {
-        return err(format!("unknown search parameter '{name}' for {resource_type}"));
+        return err(format!(
+            "unknown search parameter '{name}' for {resource_type}"
+        ));
     };
     if !matches!(
         def.ty,
-        ParamType::Token | ParamType::Reference | ParamType::String | ParamType::Date | ParamType::Uri
+        ParamType::Token
+            | ParamType::Reference
+            | ParamType::String
+            | ParamType::Date
+            | ParamType::Uri
     ) {
         return err(format!(
             "search parameter type {} ('{name}') is not supported yet",
@@ -252,32 +278,52 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
         match value.as_str() {
             "true" => Test::Missing(true),
             "false" => Test::Missing(false),
-            _ => return err(format!("':missing' on '{name}' needs 'true' or 'false', got '{value}'")),
+            _ => {
+                return err(format!(
+                    "':missing' on '{name}' needs 'true' or 'false', got '{value}'"
+                ))
+            }
         }
     } else {
         let pieces = split_list(&value, &full_name)?;
         match def.ty {
             ParamType::Token => match modifier {
                 None | Some("not") => Test::Token {
-                    any_of: pieces.iter().map(|p| token_query(p, name)).collect::<Result<_, _>>()?,
+                    any_of: pieces
+                        .iter()
+                        .map(|p| token_query(p, name))
+                        .collect::<Result<_, _>>()?,
                     negate: modifier.is_some(),
                 },
-                Some("text") => Test::TokenText(pieces.iter().map(|p| normalize(&unescape(p))).collect()),
+                Some("text") => {
+                    Test::TokenText(pieces.iter().map(|p| normalize(&unescape(p))).collect())
+                }
                 Some(m) => return unsupported(m),
             },
             ParamType::Reference => match modifier {
                 Some("identifier") => Test::ReferenceIdentifier(
-                    pieces.iter().map(|p| token_query(p, name)).collect::<Result<_, _>>()?,
+                    pieces
+                        .iter()
+                        .map(|p| token_query(p, name))
+                        .collect::<Result<_, _>>()?,
                 ),
                 None => Test::Reference(
-                    pieces.iter().map(|p| reference_query(p, None, def)).collect::<Result<_, _>>()?,
+                    pieces
+                        .iter()
+                        .map(|p| reference_query(p, None, def))
+                        .collect::<Result<_, _>>()?,
                 ),
                 Some(m) if registry::is_type_name(m) => {
                     if !def.targets.is_empty() && !def.targets.contains(&m) {
-                        return err(format!("'{m}' is not a target type of reference parameter '{name}'"));
+                        return err(format!(
+                            "'{m}' is not a target type of reference parameter '{name}'"
+                        ));
                     }
                     Test::Reference(
-                        pieces.iter().map(|p| reference_query(p, Some(m), def)).collect::<Result<_, _>>()?,
+                        pieces
+                            .iter()
+                            .map(|p| reference_query(p, Some(m), def))
+                            .collect::<Result<_, _>>()?,
                     )
                 }
                 Some(m) => return unsupported(m),
@@ -291,7 +337,13 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
                 };
                 let any_of = pieces
                     .iter()
-                    .map(|p| if mode == StringMode::Exact { unescape(p) } else { normalize(&unescape(p)) })
+                    .map(|p| {
+                        if mode == StringMode::Exact {
+                            unescape(p)
+                        } else {
+                            normalize(&unescape(p))
+                        }
+                    })
                     .collect();
                 Test::String { any_of, mode }
             }
@@ -321,7 +373,12 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
                     mode,
                 }
             }
-            _ => return err(format!("search parameter type {} ('{name}') is not supported yet", def.ty.code())),
+            _ => {
+                return err(format!(
+                    "search parameter type {} ('{name}') is not supported yet",
+                    def.ty.code()
+                ))
+            }
         }
     };
     Ok(Clause {
@@ -377,7 +434,9 @@ fn unescape(s: &str) -> String {
 fn split_list<'a>(value: &'a str, name: &str) -> Result<Vec<&'a str>, CriteriaError> {
     let pieces = split_escaped(value, ',');
     if pieces.iter().any(|p| p.is_empty()) {
-        return err(format!("parameter '{name}' has an empty value in '{value}'"));
+        return err(format!(
+            "parameter '{name}' has an empty value in '{value}'"
+        ));
     }
     Ok(pieces)
 }
@@ -386,15 +445,27 @@ fn token_query(piece: &str, name: &str) -> Result<TokenQuery, CriteriaError> {
     let parts = split_escaped(piece, '|');
     Ok(match parts.as_slice() {
         [code] => TokenQuery::Code(unescape(code)),
-        ["", ""] => return err(format!("token value '{piece}' for '{name}' has neither system nor code")),
+        ["", ""] => {
+            return err(format!(
+                "token value '{piece}' for '{name}' has neither system nor code"
+            ))
+        }
         ["", code] => TokenQuery::NoSystemCode(unescape(code)),
         [system, ""] => TokenQuery::System(unescape(system)),
         [system, code] => TokenQuery::SystemCode(unescape(system), unescape(code)),
-        _ => return err(format!("token value '{piece}' for '{name}' has more than one '|'")),
+        _ => {
+            return err(format!(
+                "token value '{piece}' for '{name}' has more than one '|'"
+            ))
+        }
     })
 }
 
-fn reference_query(piece: &str, type_modifier: Option<&str>, def: &ParamDef) -> Result<RefParts, CriteriaError> {
+fn reference_query(
+    piece: &str,
+    type_modifier: Option<&str>,
+    def: &ParamDef,
+) -> Result<RefParts, CriteriaError> {
     let value = unescape(piece);
     let mut parts = split_reference(&value);
     let name = def.name;
@@ -404,15 +475,23 @@ fn reference_query(piece: &str, type_modifier: Option<&str>, def: &ParamDef) -> 
     if let Some(m) = type_modifier {
         match (&parts.typ, &parts.id) {
             (Some(t), _) if t != m => {
-                return err(format!("reference value '{value}' contradicts modifier ':{m}' on '{name}'"));
+                return err(format!(
+                    "reference value '{value}' contradicts modifier ':{m}' on '{name}'"
+                ));
             }
-            (_, None) => return err(format!("reference value '{value}' cannot be combined with modifier ':{m}' on '{name}'")),
+            (_, None) => {
+                return err(format!(
+                    "reference value '{value}' cannot be combined with modifier ':{m}' on '{name}'"
+                ))
+            }
             _ => parts.typ = Some(m.to_owned()),
         }
     }
     if let Some(t) = &parts.typ {
         if !def.targets.is_empty() && !def.targets.contains(&t.as_str()) {
-            return err(format!("'{t}' is not a target type of reference parameter '{name}'"));
+            return err(format!(
+                "'{t}' is not a target type of reference parameter '{name}'"
+            ));
         }
     }
     Ok(parts)
@@ -421,18 +500,25 @@ fn reference_query(piece: &str, type_modifier: Option<&str>, def: &ParamDef) -> 
 /// Parses `[prefix]date` → (prefix, whether it was written, range).
 fn date_value(piece: &str, name: &str) -> Result<(Prefix, bool, DateRange), CriteriaError> {
     let b = piece.as_bytes();
-    let (prefix, explicit, rest) = if b.len() >= 2 && b[0].is_ascii_lowercase() && b[1].is_ascii_lowercase() {
-        let code = &piece[..2];
-        if code == "ap" {
-            return err(format!("prefix 'ap' is not supported on date parameter '{name}'"));
-        }
-        match Prefix::from_code(code) {
-            Some(p) => (p, true, &piece[2..]),
-            None => return err(format!("unknown prefix '{code}' on date parameter '{name}'")),
-        }
-    } else {
-        (Prefix::Eq, false, piece)
-    };
+    let (prefix, explicit, rest) =
+        if b.len() >= 2 && b[0].is_ascii_lowercase() && b[1].is_ascii_lowercase() {
+            let code = &piece[..2];
+            if code == "ap" {
+                return err(format!(
+                    "prefix 'ap' is not supported on date parameter '{name}'"
+                ));
+            }
+            match Prefix::from_code(code) {
+                Some(p) => (p, true, &piece[2..]),
+                None => {
+                    return err(format!(
+                        "unknown prefix '{code}' on date parameter '{name}'"
+                    ))
+                }
+            }
+        } else {
+            (Prefix::Eq, false, piece)
+        };
     match crate::date::parse_range(rest) {
         Some(range) => Ok((prefix, explicit, range)),
         None => err(format!("invalid date '{rest}' for parameter '{name}'")),

@@ -1,11 +1,10 @@
-//! `SubscriptionTopic` (R4B/R5 JSON) compilation, resource-trigger semantics, and
-//! compilation of a Subscription's filters against the topic's `canFilterBy`.
+//! `SubscriptionTopic` (R4B/R5 JSON) compilation and resource-trigger semantics. The
+//! topic's `canFilterBy` declarations are compiled here and enforced by
+//! [`filter`](crate::filter) when a Subscription's filters are compiled.
 //!
 //! Trigger semantics follow the FHIR reference implementation (fhir-candle) as specified
 //! on [`TopicDefinition::triggers`]. Event triggers and FHIRPath criteria are rejected
 //! (fail closed); `notificationShape` is accepted and ignored here.
-
-use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -38,9 +37,9 @@ const COMPARATORS: &[&str] = &["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "
 /// A compiled `SubscriptionTopic`.
 #[derive(Debug, Clone)]
 pub struct TopicDefinition {
-    url: String,
+    pub(crate) url: String,
     triggers: Vec<Trigger>,
-    can_filter_by: Vec<FilterDecl>,
+    pub(crate) can_filter_by: Vec<FilterDecl>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,20 +56,11 @@ struct Trigger {
 }
 
 #[derive(Debug, Clone)]
-struct FilterDecl {
-    resource: Option<String>,
-    param: String,
-    comparators: Vec<String>,
-    modifiers: Vec<String>,
-}
-
-/// A Subscription's compiled filters (see [`SubscriptionFilters::matches`]).
-#[derive(Debug, Clone, Default)]
-pub struct SubscriptionFilters {
-    /// Filters that named a resource type, by type.
-    typed: BTreeMap<String, Vec<SearchQuery>>,
-    /// Filters without a type, compiled once per trigger resource type.
-    untyped: Vec<BTreeMap<String, SearchQuery>>,
+pub(crate) struct FilterDecl {
+    pub(crate) resource: Option<String>,
+    pub(crate) param: String,
+    pub(crate) comparators: Vec<String>,
+    pub(crate) modifiers: Vec<String>,
 }
 
 /// Normalizes a trigger/canFilterBy resource: `Observation` or the core
@@ -91,7 +81,10 @@ fn string_list<'a>(value: Option<&'a Value>, context: &str) -> Result<Vec<&'a st
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| CriteriaError::new(format!("{context} must contain strings"))))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| CriteriaError::new(format!("{context} must contain strings")))
+            })
             .collect(),
         Some(Value::String(s)) => Ok(vec![s.as_str()]),
         Some(_) => err(format!("{context} must be a list of codes")),
@@ -99,7 +92,10 @@ fn string_list<'a>(value: Option<&'a Value>, context: &str) -> Result<Vec<&'a st
 }
 
 fn non_empty_str<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
 }
 
 fn has_content(value: Option<&Value>) -> bool {
@@ -116,7 +112,9 @@ fn result_flag(criteria: &Value, key: &str, context: &str) -> Result<bool, Crite
         None | Some(Value::Null) => Ok(false),
         Some(Value::String(s)) if s == "test-passes" => Ok(true),
         Some(Value::String(s)) if s == "test-fails" => Ok(false),
-        Some(other) => err(format!("{context}.{key} must be 'test-passes' or 'test-fails', got {other}")),
+        Some(other) => err(format!(
+            "{context}.{key} must be 'test-passes' or 'test-fails', got {other}"
+        )),
     }
 }
 
@@ -129,17 +127,28 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
     if has_content(trigger.get("fhirPathCriteria")) {
         return err(format!("{ctx}: fhirPathCriteria is not supported yet"));
     }
-    let codes = string_list(trigger.get("supportedInteraction"), &format!("{ctx}.supportedInteraction"))?;
+    let codes = string_list(
+        trigger.get("supportedInteraction"),
+        &format!("{ctx}.supportedInteraction"),
+    )?;
     let mut interactions = Vec::new();
     for code in codes {
         match Interaction::from_code(code) {
             Some(i) if !interactions.contains(&i) => interactions.push(i),
             Some(_) => {}
-            None => return err(format!("{ctx}.supportedInteraction '{code}' is not create, update or delete")),
+            None => {
+                return err(format!(
+                    "{ctx}.supportedInteraction '{code}' is not create, update or delete"
+                ))
+            }
         }
     }
     if interactions.is_empty() {
-        interactions = vec![Interaction::Create, Interaction::Update, Interaction::Delete];
+        interactions = vec![
+            Interaction::Create,
+            Interaction::Update,
+            Interaction::Delete,
+        ];
     }
     let mut compiled = Trigger {
         resource_type,
@@ -158,7 +167,10 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
         let rt = compiled.resource_type.clone();
         let compile = |key: &str| -> Result<Option<SearchQuery>, CriteriaError> {
             let Some(query) = non_empty_str(criteria, key) else {
-                if criteria.get(key).is_some_and(|v| !v.is_null() && !v.is_string()) {
+                if criteria
+                    .get(key)
+                    .is_some_and(|v| !v.is_null() && !v.is_string())
+                {
                     return err(format!("{cctx}.{key} must be a string"));
                 }
                 return Ok(None);
@@ -189,7 +201,11 @@ impl TopicDefinition {
     pub fn from_resource(topic: &Value) -> Result<TopicDefinition, CriteriaError> {
         match topic.get("resourceType").and_then(Value::as_str) {
             Some("SubscriptionTopic") => {}
-            Some(other) => return err(format!("expected a SubscriptionTopic resource, got '{other}'")),
+            Some(other) => {
+                return err(format!(
+                    "expected a SubscriptionTopic resource, got '{other}'"
+                ))
+            }
             None => return err("expected a SubscriptionTopic resource, got no resourceType"),
         }
         let Some(url) = non_empty_str(topic, "url") else {
@@ -248,14 +264,19 @@ impl TopicDefinition {
                 return err(format!("{ctx}: unknown resource type '{rt}'"));
             }
             if registry::lookup(rt, param).is_none() {
-                return err(format!("{ctx}.filterParameter '{param}' is not a known search parameter for {rt}"));
+                return err(format!(
+                    "{ctx}.filterParameter '{param}' is not a known search parameter for {rt}"
+                ));
             }
         }
         let mut comparators = Vec::new();
         let mut modifiers = Vec::new();
         let listed = string_list(decl.get("comparator"), &format!("{ctx}.comparator"))?
             .into_iter()
-            .chain(string_list(decl.get("modifier"), &format!("{ctx}.modifier"))?);
+            .chain(string_list(
+                decl.get("modifier"),
+                &format!("{ctx}.modifier"),
+            )?);
         for code in listed {
             // R4B lists comparators (and "=") in `modifier`.
             let code = if code == "=" { "eq" } else { code };
@@ -312,119 +333,27 @@ impl TopicDefinition {
             .filter(|t| t.resource_type == resource_type && t.interactions.contains(&interaction))
             .any(|t| t.fires(interaction, current, previous))
     }
-
-    /// Compiles a Subscription's filter strings (R5 `filterBy`, or backport
-    /// `backport-filter-criteria`). Accepted forms: `Observation?patient=Patient/123`,
-    /// `Observation.patient=Patient/123` and `patient=Patient/123`, each with optional
-    /// `:modifier` or value prefix, several parameters joined by `&` (ANDed). Every
-    /// parameter, modifier and comparator must be allowed by the topic's `canFilterBy`
-    /// (plain equality and an explicit `eq` are always allowed).
-    pub fn compile_filters(&self, filters: &[String]) -> Result<SubscriptionFilters, CriteriaError> {
-        let mut compiled = SubscriptionFilters::default();
-        let trigger_types = self.resource_types();
-        for filter in filters {
-            let filter = filter.trim();
-            if filter.is_empty() {
-                return err("empty subscription filter");
-            }
-            let segments: Vec<(Option<&str>, &str)> = match filter.split_once('?') {
-                Some((typ, query)) => {
-                    query.split('&').filter(|s| !s.is_empty()).map(|s| (Some(typ), s)).collect()
-                }
-                None => filter
-                    .split('&')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        let name = s.split(['=', ':']).next().unwrap_or(s);
-                        match name.split_once('.') {
-                            Some((typ, _)) if registry::is_type_name(typ) => (Some(typ), &s[typ.len() + 1..]),
-                            _ => (None, s),
-                        }
-                    })
-                    .collect(),
-            };
-            if segments.is_empty() {
-                return err(format!("subscription filter '{filter}' has no parameters"));
-            }
-            for (typ, segment) in segments {
-                match typ {
-                    Some(typ) => {
-                        let typ = typ.strip_prefix('/').unwrap_or(typ);
-                        if !trigger_types.iter().any(|t| t == typ) {
-                            return err(format!(
-                                "filter resource type '{typ}' is not a trigger resource of topic {}",
-                                self.url
-                            ));
-                        }
-                        let query = self.compile_segment(typ, segment)?;
-                        compiled.typed.entry(typ.to_owned()).or_default().push(query);
-                    }
-                    None => {
-                        let mut per_type = BTreeMap::new();
-                        for t in &trigger_types {
-                            per_type.insert(t.clone(), self.compile_segment(t, segment)?);
-                        }
-                        compiled.untyped.push(per_type);
-                    }
-                }
-            }
-        }
-        Ok(compiled)
-    }
-
-    /// Compiles one `name[:modifier]=value` filter for `resource_type` and checks it
-    /// against `canFilterBy`.
-    fn compile_segment(&self, resource_type: &str, segment: &str) -> Result<SearchQuery, CriteriaError> {
-        let query = SearchQuery::parse_for_type(resource_type, segment)?;
-        for clause in query.clauses() {
-            let decls: Vec<&FilterDecl> = self
-                .can_filter_by
-                .iter()
-                .filter(|d| d.param == clause.name && d.resource.as_deref().is_none_or(|r| r == resource_type))
-                .collect();
-            if decls.is_empty() {
-                return err(format!(
-                    "filter parameter '{}' is not allowed by topic {}",
-                    clause.name, self.url
-                ));
-            }
-            if let Some(m) = &clause.modifier {
-                let allowed = decls.iter().any(|d| {
-                    d.modifiers.iter().any(|a| a == m)
-                        || (registry::is_type_name(m) && d.modifiers.iter().any(|a| a == "type"))
-                });
-                if !allowed {
-                    return err(format!(
-                        "modifier ':{m}' on filter parameter '{}' is not allowed by topic {}",
-                        clause.name, self.url
-                    ));
-                }
-            }
-            for prefix in &clause.prefixes {
-                let code = prefix.code();
-                if code != "eq" && !decls.iter().any(|d| d.comparators.iter().any(|c| c == code)) {
-                    return err(format!(
-                        "comparator '{code}' on filter parameter '{}' is not allowed by topic {}",
-                        clause.name, self.url
-                    ));
-                }
-            }
-        }
-        Ok(query)
-    }
 }
 
 impl Trigger {
-    fn fires(&self, interaction: Interaction, current: Option<&Value>, previous: Option<&Value>) -> bool {
+    fn fires(
+        &self,
+        interaction: Interaction,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+    ) -> bool {
         if self.previous.is_none() && self.current.is_none() {
             return true;
         }
-        let prev = self.previous.as_ref().map(|q| match (interaction, previous) {
-            (Interaction::Create, _) => self.create_passes,
-            (_, Some(p)) => q.matches(p),
-            (Interaction::Update, None) => self.create_passes,
-            (Interaction::Delete, None) => false,
-        });
+        let prev = self
+            .previous
+            .as_ref()
+            .map(|q| match (interaction, previous) {
+                (Interaction::Create, _) => self.create_passes,
+                (_, Some(p)) => q.matches(p),
+                (Interaction::Update, None) => self.create_passes,
+                (Interaction::Delete, None) => false,
+            });
         let cur = self.current.as_ref().map(|q| match (interaction, current) {
             (Interaction::Delete, _) => self.delete_passes,
             (_, Some(c)) => q.matches(c),
@@ -437,29 +366,5 @@ impl Trigger {
             (None, Some(c)) => c,
             (None, None) => true,
         }
-    }
-}
-
-impl SubscriptionFilters {
-    /// Whether a focus resource of `resource_type` passes every filter. Untyped filters
-    /// and the filters typed for `resource_type` must all pass; if there are typed
-    /// filters but none for `resource_type`, the focus does not match (fail closed).
-    /// No filters at all matches everything.
-    pub fn matches(&self, resource_type: &str, focus: &Value) -> bool {
-        if !self.typed.is_empty() && !self.typed.contains_key(resource_type) {
-            return false;
-        }
-        self.typed
-            .get(resource_type)
-            .is_none_or(|queries| queries.iter().all(|q| q.matches(focus)))
-            && self
-                .untyped
-                .iter()
-                .all(|per_type| per_type.get(resource_type).is_some_and(|q| q.matches(focus)))
-    }
-
-    /// Whether there are no filters.
-    pub fn is_empty(&self) -> bool {
-        self.typed.is_empty() && self.untyped.is_empty()
     }
 }

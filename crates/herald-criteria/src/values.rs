@@ -123,9 +123,17 @@ pub(crate) fn token_texts(node: &Value) -> Vec<&str> {
             out.push(d);
         }
         if let Some(codings) = o.get("coding").and_then(Value::as_array) {
-            out.extend(codings.iter().filter_map(|c| c.get("display").and_then(Value::as_str)));
+            out.extend(
+                codings
+                    .iter()
+                    .filter_map(|c| c.get("display").and_then(Value::as_str)),
+            );
         }
-        if let Some(t) = o.get("type").and_then(|t| t.get("text")).and_then(Value::as_str) {
+        if let Some(t) = o
+            .get("type")
+            .and_then(|t| t.get("text"))
+            .and_then(Value::as_str)
+        {
             out.push(t);
         }
     }
@@ -145,7 +153,10 @@ pub(crate) struct RefParts {
 }
 
 fn is_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Splits a reference string. A bare id (no `/`, no `:`) yields only `id`.
@@ -205,7 +216,13 @@ pub(crate) fn reference_matches(node: &Value, query: &RefParts, targets: &[&str]
         return false;
     }
     match (&query.id, &r.id) {
-        (Some(qid), Some(rid)) => qid == rid && query.typ.as_ref().is_none_or(|qt| r.typ.as_ref() == Some(qt)),
+        (Some(qid), Some(rid)) => {
+            qid == rid
+                && query
+                    .typ
+                    .as_ref()
+                    .is_none_or(|qt| r.typ.as_ref() == Some(qt))
+        }
         _ => query.raw == r.raw,
     }
 }
@@ -221,8 +238,17 @@ pub(crate) fn reference_identifier(node: &Value) -> Option<&Value> {
 /// a `HumanName` / `Address`.
 pub(crate) fn string_values(node: &Value) -> Vec<&str> {
     const PARTS: &[&str] = &[
-        "text", "family", "given", "prefix", "suffix", "line", "city", "district", "state",
-        "postalCode", "country",
+        "text",
+        "family",
+        "given",
+        "prefix",
+        "suffix",
+        "line",
+        "city",
+        "district",
+        "state",
+        "postalCode",
+        "country",
     ];
     match node {
         Value::String(s) => vec![s.as_str()],
@@ -320,7 +346,9 @@ pub(crate) fn uri_matches(node: &Value, value: &str, mode: UriMode) -> bool {
     };
     match mode {
         UriMode::Exact => {
-            s == value || (!value.contains('|') && s.split_once('|').is_some_and(|(base, _)| base == value))
+            s == value
+                || (!value.contains('|')
+                    && s.split_once('|').is_some_and(|(base, _)| base == value))
         }
         UriMode::Below => s.starts_with(value),
         UriMode::Above => value.starts_with(s),

@@ -5,3 +5,14 @@ mod fixtures;
 mod fuzz;
 mod search;
 mod topic;
+
+#[test]
+fn public_types_are_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    check::<herald_criteria::SearchQuery>();
+    check::<herald_criteria::TopicDefinition>();
+    check::<herald_criteria::SubscriptionFilters>();
+    check::<herald_criteria::CriteriaError>();
+    check::<herald_criteria::Interaction>();
+    let _ = herald_criteria::SubscriptionFilters::default();
+}

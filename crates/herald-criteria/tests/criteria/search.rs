@@ -177,7 +177,10 @@ fn medication_request() {
     check(
         &fixtures::medication_request(),
         &[
-            ("MedicationRequest?code=http://www.nlm.nih.gov/research/umls/rxnorm|1049502", true),
+            (
+                "MedicationRequest?code=http://www.nlm.nih.gov/research/umls/rxnorm|1049502",
+                true,
+            ),
             ("MedicationRequest?code=1049503", false),
             ("MedicationRequest?code:text=12 hr oxy", true),
             ("MedicationRequest?status=active", true),
@@ -190,7 +193,10 @@ fn medication_request() {
             ("MedicationRequest?authoredon=gt2024-02", true),
             ("MedicationRequest?authoredon=lt2024-03-01", false),
             ("MedicationRequest?requester=Practitioner/prac1", true),
-            ("MedicationRequest?intended-dispenser=Organization/pharm1", true),
+            (
+                "MedicationRequest?intended-dispenser=Organization/pharm1",
+                true,
+            ),
             ("MedicationRequest?medication:missing=true", true),
             ("MedicationRequest?patient=Patient/123", true),
             ("MedicationRequest?subject=Patient/124", false),
@@ -247,7 +253,10 @@ fn patient_strings_and_contact_points() {
             ("Patient?phone=555-0100", true),
             ("Patient?email=555-0100", false),
             ("Patient?email=amy@example.org", true),
-            ("Patient?identifier=http://hospital.example.org/mrn|MRN-12345", true),
+            (
+                "Patient?identifier=http://hospital.example.org/mrn|MRN-12345",
+                true,
+            ),
             ("Patient?identifier=|MRN-12345", false),
             ("Patient?identifier=http://hospital.example.org/mrn|", true),
             ("Patient?general-practitioner=Practitioner/prac1", true),
@@ -266,7 +275,10 @@ fn encounter_period() {
         &[
             ("Encounter?status=in-progress", true),
             ("Encounter?class=AMB", true),
-            ("Encounter?class=http://terminology.hl7.org/CodeSystem/v3-ActCode|AMB", true),
+            (
+                "Encounter?class=http://terminology.hl7.org/CodeSystem/v3-ActCode|AMB",
+                true,
+            ),
             ("Encounter?class:text=ambu", true),
             ("Encounter?type=http://snomed.info/sct|185349003", true),
             ("Encounter?date=2024-03-05", true),
@@ -326,9 +338,16 @@ fn wrong_resource_type_never_matches() {
 
 #[test]
 fn parse_for_type_and_parameter_names() {
-    let q = SearchQuery::parse_for_type("Encounter", "status:not=finished&subject=Patient/1&status=x").unwrap();
+    let q = SearchQuery::parse_for_type(
+        "Encounter",
+        "status:not=finished&subject=Patient/1&status=x",
+    )
+    .unwrap();
     assert_eq!(q.resource_type(), "Encounter");
-    assert_eq!(q.parameter_names(), vec!["status".to_owned(), "subject".to_owned()]);
+    assert_eq!(
+        q.parameter_names(),
+        vec!["status".to_owned(), "subject".to_owned()]
+    );
     assert!(SearchQuery::parse_for_type("Encounter", "?status=finished")
         .unwrap()
         .matches(&fixtures::encounter("finished")));
@@ -339,75 +358,218 @@ fn parse_for_type_and_parameter_names() {
 #[test]
 fn compile_errors_name_the_offending_part() {
     let cases: &[(&str, &str)] = &[
-        ("Observation?foo=bar", "unknown search parameter 'foo' for Observation"),
+        (
+            "Observation?foo=bar",
+            "unknown search parameter 'foo' for Observation",
+        ),
         ("Foo?x=1", "unknown resource type 'Foo'"),
         ("Foo", "unknown resource type 'Foo'"),
-        ("Observation?code:below=x", "modifier ':below' on 'code' is not supported"),
-        ("Observation?code:above=x", "modifier ':above' on 'code' is not supported"),
-        ("Observation?code:in=http://vs", "modifier ':in' on 'code' is not supported"),
-        ("Observation?code:not-in=http://vs", "modifier ':not-in' on 'code' is not supported"),
-        ("Observation?identifier:of-type=a|b|c", "modifier ':of-type' on 'identifier' is not supported"),
-        ("Observation?code:exact=x", "modifier ':exact' on 'code' is not supported"),
-        ("Observation?value-string:text=x", "modifier ':text' on 'value-string' is not supported"),
-        ("Observation?date:exact=2024", "modifier ':exact' on 'date' is not supported"),
-        ("Observation?subject:below=x", "modifier ':below' on 'subject' is not supported"),
-        ("Observation?_source:contains=x", "modifier ':contains' on '_source' is not supported"),
-        ("Observation?subject:Patient.name=x", "chained parameters are not supported: 'subject:Patient.name'"),
-        ("Observation?subject.name=x", "chained parameters are not supported: 'subject.name'"),
-        ("Observation?_filter=code eq x", "'_filter' is not supported yet"),
-        ("Patient?_has:Observation:patient:code=1234", "'_has' is not supported yet"),
+        (
+            "Observation?code:below=x",
+            "modifier ':below' on 'code' is not supported",
+        ),
+        (
+            "Observation?code:above=x",
+            "modifier ':above' on 'code' is not supported",
+        ),
+        (
+            "Observation?code:in=http://vs",
+            "modifier ':in' on 'code' is not supported",
+        ),
+        (
+            "Observation?code:not-in=http://vs",
+            "modifier ':not-in' on 'code' is not supported",
+        ),
+        (
+            "Observation?identifier:of-type=a|b|c",
+            "modifier ':of-type' on 'identifier' is not supported",
+        ),
+        (
+            "Observation?code:exact=x",
+            "modifier ':exact' on 'code' is not supported",
+        ),
+        (
+            "Observation?value-string:text=x",
+            "modifier ':text' on 'value-string' is not supported",
+        ),
+        (
+            "Observation?date:exact=2024",
+            "modifier ':exact' on 'date' is not supported",
+        ),
+        (
+            "Observation?subject:below=x",
+            "modifier ':below' on 'subject' is not supported",
+        ),
+        (
+            "Observation?_source:contains=x",
+            "modifier ':contains' on '_source' is not supported",
+        ),
+        (
+            "Observation?subject:Patient.name=x",
+            "chained parameters are not supported: 'subject:Patient.name'",
+        ),
+        (
+            "Observation?subject.name=x",
+            "chained parameters are not supported: 'subject.name'",
+        ),
+        (
+            "Observation?_filter=code eq x",
+            "'_filter' is not supported yet",
+        ),
+        (
+            "Patient?_has:Observation:patient:code=1234",
+            "'_has' is not supported yet",
+        ),
         ("Observation?_query=x", "'_query' is not supported yet"),
         ("Observation?_text=x", "'_text' is not supported yet"),
         ("Observation?_content=x", "'_content' is not supported yet"),
         ("Observation?_list=x", "'_list' is not supported yet"),
         ("Observation?_type=Patient", "'_type' is not supported yet"),
-        ("Observation?_include=Observation:subject", "result parameter '_include' has no meaning in subscription criteria"),
-        ("Observation?_revinclude=Provenance:target", "result parameter '_revinclude' has no meaning in subscription criteria"),
-        ("Observation?_sort=date", "result parameter '_sort' has no meaning"),
-        ("Observation?_count=10", "result parameter '_count' has no meaning"),
-        ("Observation?_elements=id", "result parameter '_elements' has no meaning"),
-        ("Observation?_summary=true", "result parameter '_summary' has no meaning"),
-        ("Observation?_total=none", "result parameter '_total' has no meaning"),
-        ("Observation?_contained=true", "result parameter '_contained' has no meaning"),
-        ("Observation?_containedType=container", "result parameter '_containedType' has no meaning"),
-        ("Observation?date=ap2024", "prefix 'ap' is not supported on date parameter 'date'"),
-        ("Observation?date=xx2024", "unknown prefix 'xx' on date parameter 'date'"),
-        ("Observation?date=2024-13", "invalid date '2024-13' for parameter 'date'"),
-        ("Encounter?date=2024-03-05T09", "invalid date '2024-03-05T09' for parameter 'date'"),
-        ("Observation?date:missing=maybe", "':missing' on 'date' needs 'true' or 'false'"),
-        ("Observation?value-quantity=5.4", "search parameter type quantity ('value-quantity') is not supported yet"),
-        ("Observation?code-value-quantity=x", "search parameter type composite ('code-value-quantity') is not supported yet"),
-        ("Encounter?length=1", "search parameter type quantity ('length') is not supported yet"),
+        (
+            "Observation?_include=Observation:subject",
+            "result parameter '_include' has no meaning in subscription criteria",
+        ),
+        (
+            "Observation?_revinclude=Provenance:target",
+            "result parameter '_revinclude' has no meaning in subscription criteria",
+        ),
+        (
+            "Observation?_sort=date",
+            "result parameter '_sort' has no meaning",
+        ),
+        (
+            "Observation?_count=10",
+            "result parameter '_count' has no meaning",
+        ),
+        (
+            "Observation?_elements=id",
+            "result parameter '_elements' has no meaning",
+        ),
+        (
+            "Observation?_summary=true",
+            "result parameter '_summary' has no meaning",
+        ),
+        (
+            "Observation?_total=none",
+            "result parameter '_total' has no meaning",
+        ),
+        (
+            "Observation?_contained=true",
+            "result parameter '_contained' has no meaning",
+        ),
+        (
+            "Observation?_containedType=container",
+            "result parameter '_containedType' has no meaning",
+        ),
+        (
+            "Observation?date=ap2024",
+            "prefix 'ap' is not supported on date parameter 'date'",
+        ),
+        (
+            "Observation?date=xx2024",
+            "unknown prefix 'xx' on date parameter 'date'",
+        ),
+        (
+            "Observation?date=2024-13",
+            "invalid date '2024-13' for parameter 'date'",
+        ),
+        (
+            "Encounter?date=2024-03-05T09",
+            "invalid date '2024-03-05T09' for parameter 'date'",
+        ),
+        (
+            "Observation?date:missing=maybe",
+            "':missing' on 'date' needs 'true' or 'false'",
+        ),
+        (
+            "Observation?value-quantity=5.4",
+            "search parameter type quantity ('value-quantity') is not supported yet",
+        ),
+        (
+            "Observation?code-value-quantity=x",
+            "search parameter type composite ('code-value-quantity') is not supported yet",
+        ),
+        (
+            "Encounter?length=1",
+            "search parameter type quantity ('length') is not supported yet",
+        ),
         ("Observation?code=", "parameter 'code' has an empty value"),
-        ("Observation?code:not=", "parameter 'code:not' has an empty value"),
-        ("Observation?code=a,,b", "parameter 'code' has an empty value in 'a,,b'"),
+        (
+            "Observation?code:not=",
+            "parameter 'code:not' has an empty value",
+        ),
+        (
+            "Observation?code=a,,b",
+            "parameter 'code' has an empty value in 'a,,b'",
+        ),
         ("Observation?code=a,", "parameter 'code' has an empty value"),
         ("Observation?code", "parameter 'code' has no value"),
         ("Observation?=x", "parameter without a name"),
-        ("Observation?code=a|b|c", "token value 'a|b|c' for 'code' has more than one '|'"),
-        ("Observation?code=|", "token value '|' for 'code' has neither system nor code"),
-        ("Observation?subject=Patient/", "invalid reference value 'Patient/' for 'subject'"),
-        ("Observation?patient=Group/1", "'Group' is not a target type of reference parameter 'patient'"),
-        ("Observation?patient:Group=1", "'Group' is not a target type of reference parameter 'patient'"),
-        ("Observation?subject:Patient=Group/1", "reference value 'Group/1' contradicts modifier ':Patient' on 'subject'"),
-        ("Observation?subject:Patient=urn:uuid:1", "cannot be combined with modifier ':Patient'"),
+        (
+            "Observation?code=a|b|c",
+            "token value 'a|b|c' for 'code' has more than one '|'",
+        ),
+        (
+            "Observation?code=|",
+            "token value '|' for 'code' has neither system nor code",
+        ),
+        (
+            "Observation?subject=Patient/",
+            "invalid reference value 'Patient/' for 'subject'",
+        ),
+        (
+            "Observation?patient=Group/1",
+            "'Group' is not a target type of reference parameter 'patient'",
+        ),
+        (
+            "Observation?patient:Group=1",
+            "'Group' is not a target type of reference parameter 'patient'",
+        ),
+        (
+            "Observation?subject:Patient=Group/1",
+            "reference value 'Group/1' contradicts modifier ':Patient' on 'subject'",
+        ),
+        (
+            "Observation?subject:Patient=urn:uuid:1",
+            "cannot be combined with modifier ':Patient'",
+        ),
         ("Observation?%FF=1", "is not valid UTF-8"),
-        ("http://x/fhir/Observation?code=1", "absolute criteria URLs are not supported"),
-        ("https://x/fhir/Observation", "absolute criteria URLs are not supported"),
-        ("Observation/123", "the path 'Observation/123' is not supported"),
-        ("Observation/_search?code=x", "the path 'Observation/_search' is not supported"),
+        (
+            "http://x/fhir/Observation?code=1",
+            "absolute criteria URLs are not supported",
+        ),
+        (
+            "https://x/fhir/Observation",
+            "absolute criteria URLs are not supported",
+        ),
+        (
+            "Observation/123",
+            "the path 'Observation/123' is not supported",
+        ),
+        (
+            "Observation/_search?code=x",
+            "the path 'Observation/_search' is not supported",
+        ),
         ("", "criteria is empty"),
         ("   ", "criteria is empty"),
         ("?code=x", "criteria has no resource type"),
-        ("Patient?name:missing=true&name:below=x", "modifier ':below' on 'name' is not supported"),
+        (
+            "Patient?name:missing=true&name:below=x",
+            "modifier ':below' on 'name' is not supported",
+        ),
     ];
     let mut failures = Vec::new();
     for (criteria, expected) in cases {
         match SearchQuery::parse(criteria) {
-            Ok(_) => failures.push(format!("{criteria}: compiled, expected error containing {expected:?}")),
+            Ok(_) => failures.push(format!(
+                "{criteria}: compiled, expected error containing {expected:?}"
+            )),
             Err(e) => {
                 if !e.message().contains(expected) || e.to_string() != e.message() {
-                    failures.push(format!("{criteria}: got {:?}, expected {expected:?}", e.message()));
+                    failures.push(format!(
+                        "{criteria}: got {:?}, expected {expected:?}",
+                        e.message()
+                    ));
                 }
             }
         }
@@ -448,7 +610,13 @@ fn hostile_json_never_matches_or_panics() {
     }
     let q = SearchQuery::parse("Observation?status:not=final").unwrap();
     assert!(q.matches(&hostile));
-    for v in [json!(null), json!([]), json!("Observation"), json!(1), json!({"resourceType": 1})] {
+    for v in [
+        json!(null),
+        json!([]),
+        json!("Observation"),
+        json!(1),
+        json!({"resourceType": 1}),
+    ] {
         assert!(!SearchQuery::parse("Observation").unwrap().matches(&v));
     }
 }

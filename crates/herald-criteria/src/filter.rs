@@ -1,0 +1,171 @@
+//! A Subscription's filters (R5 `filterBy`, backport `backport-filter-criteria`):
+//! compilation against the topic's `canFilterBy` declarations, and matching of a
+//! notification focus, grouped by resource type (typed filters fail closed for other
+//! types).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::error::{err, CriteriaError};
+use crate::registry;
+use crate::search::SearchQuery;
+use crate::topic::{FilterDecl, TopicDefinition};
+
+/// A Subscription's compiled filters (see [`SubscriptionFilters::matches`]).
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionFilters {
+    /// Filters that named a resource type, by type.
+    typed: BTreeMap<String, Vec<SearchQuery>>,
+    /// Filters without a type, compiled once per trigger resource type.
+    untyped: Vec<BTreeMap<String, SearchQuery>>,
+}
+
+impl TopicDefinition {
+    /// Compiles a Subscription's filter strings (R5 `filterBy`, or backport
+    /// `backport-filter-criteria`). Accepted forms: `Observation?patient=Patient/123`,
+    /// `Observation.patient=Patient/123` and `patient=Patient/123`, each with optional
+    /// `:modifier` or value prefix, several parameters joined by `&` (ANDed). Every
+    /// parameter, modifier and comparator must be allowed by the topic's `canFilterBy`
+    /// (plain equality and an explicit `eq` are always allowed).
+    pub fn compile_filters(
+        &self,
+        filters: &[String],
+    ) -> Result<SubscriptionFilters, CriteriaError> {
+        let mut compiled = SubscriptionFilters::default();
+        let trigger_types = self.resource_types();
+        for filter in filters {
+            let filter = filter.trim();
+            if filter.is_empty() {
+                return err("empty subscription filter");
+            }
+            let segments: Vec<(Option<&str>, &str)> = match filter.split_once('?') {
+                Some((typ, query)) => query
+                    .split('&')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| (Some(typ), s))
+                    .collect(),
+                None => filter
+                    .split('&')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        let name = s.split(['=', ':']).next().unwrap_or(s);
+                        match name.split_once('.') {
+                            Some((typ, _)) if registry::is_type_name(typ) => {
+                                (Some(typ), &s[typ.len() + 1..])
+                            }
+                            _ => (None, s),
+                        }
+                    })
+                    .collect(),
+            };
+            if segments.is_empty() {
+                return err(format!("subscription filter '{filter}' has no parameters"));
+            }
+            for (typ, segment) in segments {
+                match typ {
+                    Some(typ) => {
+                        let typ = typ.strip_prefix('/').unwrap_or(typ);
+                        if !trigger_types.iter().any(|t| t == typ) {
+                            return err(format!(
+                                "filter resource type '{typ}' is not a trigger resource of topic {}",
+                                self.url
+                            ));
+                        }
+                        let query = self.compile_segment(typ, segment)?;
+                        compiled
+                            .typed
+                            .entry(typ.to_owned())
+                            .or_default()
+                            .push(query);
+                    }
+                    None => {
+                        let mut per_type = BTreeMap::new();
+                        for t in &trigger_types {
+                            per_type.insert(t.clone(), self.compile_segment(t, segment)?);
+                        }
+                        compiled.untyped.push(per_type);
+                    }
+                }
+            }
+        }
+        Ok(compiled)
+    }
+
+    /// Compiles one `name[:modifier]=value` filter for `resource_type` and checks it
+    /// against `canFilterBy`.
+    fn compile_segment(
+        &self,
+        resource_type: &str,
+        segment: &str,
+    ) -> Result<SearchQuery, CriteriaError> {
+        let query = SearchQuery::parse_for_type(resource_type, segment)?;
+        for clause in query.clauses() {
+            let decls: Vec<&FilterDecl> = self
+                .can_filter_by
+                .iter()
+                .filter(|d| {
+                    d.param == clause.name
+                        && d.resource.as_deref().is_none_or(|r| r == resource_type)
+                })
+                .collect();
+            if decls.is_empty() {
+                return err(format!(
+                    "filter parameter '{}' is not allowed by topic {}",
+                    clause.name, self.url
+                ));
+            }
+            if let Some(m) = &clause.modifier {
+                let allowed = decls.iter().any(|d| {
+                    d.modifiers.iter().any(|a| a == m)
+                        || (registry::is_type_name(m) && d.modifiers.iter().any(|a| a == "type"))
+                });
+                if !allowed {
+                    return err(format!(
+                        "modifier ':{m}' on filter parameter '{}' is not allowed by topic {}",
+                        clause.name, self.url
+                    ));
+                }
+            }
+            for prefix in &clause.prefixes {
+                let code = prefix.code();
+                if code != "eq"
+                    && !decls
+                        .iter()
+                        .any(|d| d.comparators.iter().any(|c| c == code))
+                {
+                    return err(format!(
+                        "comparator '{code}' on filter parameter '{}' is not allowed by topic {}",
+                        clause.name, self.url
+                    ));
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+impl SubscriptionFilters {
+    /// Whether a focus resource of `resource_type` passes every filter. Untyped filters
+    /// and the filters typed for `resource_type` must all pass; if there are typed
+    /// filters but none for `resource_type`, the focus does not match (fail closed).
+    /// No filters at all matches everything.
+    pub fn matches(&self, resource_type: &str, focus: &Value) -> bool {
+        if !self.typed.is_empty() && !self.typed.contains_key(resource_type) {
+            return false;
+        }
+        self.typed
+            .get(resource_type)
+            .is_none_or(|queries| queries.iter().all(|q| q.matches(focus)))
+            && self.untyped.iter().all(|per_type| {
+                per_type
+                    .get(resource_type)
+                    .is_some_and(|q| q.matches(focus))
+            })
+    }
+
+    /// Whether there are no filters.
+    pub fn is_empty(&self) -> bool {
+        self.typed.is_empty() && self.untyped.is_empty()
+    }
+}
