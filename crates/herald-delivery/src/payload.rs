@@ -1,0 +1,94 @@
+//! What goes on the wire for one delivery attempt.
+
+use chrono::{TimeZone, Utc};
+use herald_fhir::bundle::{
+    notification_bundle, NotificationEvent, NotificationType, StatusContext,
+};
+use herald_fhir::{Action, PayloadContent, SubscriptionSpec};
+use herald_store::{NotificationRecord, SubscriptionRecord};
+
+/// An HTTP request to make.
+#[derive(Debug, Clone)]
+pub struct OutgoingRequest {
+    pub method: reqwest::Method,
+    pub url: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+pub fn to_notification_event(n: &NotificationRecord) -> NotificationEvent {
+    NotificationEvent {
+        event_number: n.event_number,
+        timestamp: Utc
+            .timestamp_millis_opt(n.event.occurred_at)
+            .single()
+            .unwrap_or_else(Utc::now),
+        action: Action::parse(&n.event.action).unwrap_or(Action::Update),
+        resource_type: n.event.resource_type.clone(),
+        resource_id: n.event.resource_id.clone(),
+        resource: n.event.resource.clone(),
+    }
+}
+
+fn endpoint(spec: &SubscriptionSpec) -> String {
+    spec.endpoint.clone().unwrap_or_default()
+}
+
+/// A Backport notification bundle POSTed to the endpoint.
+pub fn bundle_request(
+    base_url: &str,
+    record: &SubscriptionRecord,
+    spec: &SubscriptionSpec,
+    kind: NotificationType,
+    events: &[NotificationRecord],
+) -> OutgoingRequest {
+    let content = spec.content.unwrap_or(PayloadContent::IdOnly);
+    let ctx = StatusContext {
+        base_url,
+        subscription_id: &record.key.id,
+        topic_url: spec.topic_url(),
+        status: record.status,
+        notification_type: kind,
+        events_since_subscription_start: record.events_since_start,
+        error: None,
+    };
+    let events: Vec<NotificationEvent> = events.iter().map(to_notification_event).collect();
+    let bundle = notification_bundle(&ctx, &events, content);
+    OutgoingRequest {
+        method: reqwest::Method::POST,
+        url: endpoint(spec),
+        content_type: Some(
+            spec.payload
+                .clone()
+                .unwrap_or_else(|| "application/fhir+json".into()),
+        ),
+        body: serde_json::to_vec(&bundle).unwrap_or_default(),
+    }
+}
+
+/// R4 classic rest-hook: no payload → a POST with no body to the endpoint; with a payload →
+/// the resource sent as an update, `PUT [endpoint]/[Type]/[id]` (as HAPI and Firely do).
+pub fn classic_request(
+    spec: &SubscriptionSpec,
+    notification: &NotificationRecord,
+) -> OutgoingRequest {
+    match (&spec.payload, &notification.event.resource) {
+        (Some(mime), Some(resource)) => OutgoingRequest {
+            method: reqwest::Method::PUT,
+            url: format!(
+                "{}/{}/{}",
+                endpoint(spec).trim_end_matches('/'),
+                notification.event.resource_type,
+                notification.event.resource_id
+            ),
+            content_type: Some(mime.clone()),
+            body: serde_json::to_vec(resource).unwrap_or_default(),
+        },
+        _ => OutgoingRequest {
+            method: reqwest::Method::POST,
+            url: endpoint(spec),
+            content_type: None,
+            body: Vec::new(),
+        },
+    }
+}

@@ -1,0 +1,397 @@
+//! The rest-hook worker: finds subscriptions with work due and delivers, one task per
+//! subscription at a time, bounded by a semaphore.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_fhir::bundle::NotificationType;
+use herald_fhir::{SubscriptionSpec, SubscriptionStatus};
+use herald_store::{
+    DeliveryFailure, DeliveryState, Store, StoreError, SubscriptionKey, SubscriptionRecord,
+};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::payload::{bundle_request, classic_request, OutgoingRequest};
+use crate::retry::RetrySchedule;
+
+/// Settings for rest-hook delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// FHIR base URL used in notification bundles.
+    pub base_url: String,
+    pub retry_schedule: RetrySchedule,
+    /// Per-attempt timeout when the subscription sets none.
+    pub default_timeout: Duration,
+    /// Deliveries in flight at once, across all subscriptions.
+    pub max_concurrency: usize,
+    /// Consecutive failures after which the status becomes `error`.
+    pub error_after_failures: u32,
+    /// How often to look for due work when nothing wakes the worker.
+    pub poll_interval: Duration,
+    /// Events per bundle when the subscription sets no `maxCount`.
+    pub default_max_count: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8080/fhir".into(),
+            retry_schedule: RetrySchedule::default(),
+            default_timeout: Duration::from_secs(10),
+            max_concurrency: 64,
+            error_after_failures: 3,
+            poll_interval: Duration::from_millis(500),
+            default_max_count: 1,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RestHookWorker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    config: DeliveryConfig,
+    wake: Arc<Notify>,
+    in_flight: Mutex<HashSet<SubscriptionKey>>,
+}
+
+/// How an attempt went.
+enum Attempt {
+    Delivered,
+    Failed {
+        error: String,
+        retry_after: Option<Duration>,
+        gone: bool,
+    },
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl RestHookWorker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: DeliveryConfig,
+        wake: Arc<Notify>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            // 3xx is a failure: never follow a redirect to somewhere the subscriber did not name.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(32)
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                http,
+                config,
+                wake,
+                in_flight: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Delivers until cancelled, then waits for attempts in flight to finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.inner.config.max_concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "delivery task failed");
+                }
+            }
+            match self.inner.store.due_for_delivery(now_ms(), 512).await {
+                Ok(due) => {
+                    for record in due {
+                        let key = record.key.clone();
+                        let claimed = self
+                            .inner
+                            .in_flight
+                            .lock()
+                            .map(|mut s| s.insert(key.clone()))
+                            .unwrap_or(false);
+                        if !claimed {
+                            continue;
+                        }
+                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                            break;
+                        };
+                        let worker = self.clone();
+                        tasks.spawn(async move {
+                            worker.deliver(record).await;
+                            if let Ok(mut set) = worker.inner.in_flight.lock() {
+                                set.remove(&key);
+                            }
+                            drop(permit);
+                            // More may be due for this subscription right away.
+                            worker.inner.wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read due deliveries"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        }
+        // Drain: attempts in flight finish (each is bounded by its timeout).
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "delivery task failed");
+            }
+        }
+    }
+
+    async fn deliver(&self, record: SubscriptionRecord) {
+        let spec = match SubscriptionSpec::from_resource(&record.resource) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::error!(id = %record.key.id, error = %e, "stored subscription unreadable; turning it off");
+                let _ = self
+                    .inner
+                    .store
+                    .set_status(
+                        &record.key,
+                        SubscriptionStatus::Off,
+                        Some("stored subscription unreadable"),
+                    )
+                    .await;
+                return;
+            }
+        };
+        let result = if record.status == SubscriptionStatus::Requested
+            && record.delivery_state == DeliveryState::Handshake
+        {
+            self.handshake(&record, &spec).await
+        } else if record.events_since_start > record.delivered_through {
+            self.deliver_events(&record, &spec).await
+        } else {
+            self.heartbeat(&record, &spec).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(id = %record.key.id, error = %e, "delivery bookkeeping failed; will retry");
+        }
+    }
+
+    async fn handshake(
+        &self,
+        record: &SubscriptionRecord,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        if !spec.delivers_bundles() {
+            // R4 classic rest-hook has no handshake: the subscription is active at once.
+            return store
+                .handshake_result(&record.key, record.version_id, Ok(()), now_ms())
+                .await;
+        }
+        let request = bundle_request(
+            &self.inner.config.base_url,
+            record,
+            spec,
+            NotificationType::Handshake,
+            &[],
+        );
+        match self.send(spec, request).await {
+            Attempt::Delivered => {
+                tracing::info!(id = %record.key.id, "handshake succeeded; subscription active");
+                store
+                    .handshake_result(&record.key, record.version_id, Ok(()), now_ms())
+                    .await
+            }
+            Attempt::Failed { error, .. } => {
+                tracing::warn!(id = %record.key.id, %error, "handshake failed; subscription in error");
+                let message = format!("handshake failed: {error}");
+                store
+                    .handshake_result(&record.key, record.version_id, Err(&message), now_ms())
+                    .await
+            }
+        }
+    }
+
+    async fn deliver_events(
+        &self,
+        record: &SubscriptionRecord,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let batch = if spec.delivers_bundles() {
+            spec.max_count
+                .unwrap_or(self.inner.config.default_max_count)
+                .max(1)
+        } else {
+            1
+        };
+        let pending = store
+            .notifications(
+                &record.key.tenant,
+                &record.key.id,
+                record.delivered_through + 1,
+                record.events_since_start,
+                i64::from(batch),
+            )
+            .await?;
+        let Some(last) = pending.last().map(|n| n.event_number) else {
+            // Numbers are gap-free, so an empty read means the log was pruned; skip ahead.
+            return store
+                .mark_delivered(&record.key, record.events_since_start, now_ms())
+                .await;
+        };
+        let request = if spec.delivers_bundles() {
+            bundle_request(
+                &self.inner.config.base_url,
+                record,
+                spec,
+                NotificationType::EventNotification,
+                &pending,
+            )
+        } else {
+            classic_request(spec, &pending[0])
+        };
+        match self.send(spec, request).await {
+            Attempt::Delivered => store.mark_delivered(&record.key, last, now_ms()).await,
+            Attempt::Failed {
+                error,
+                retry_after,
+                gone,
+            } => self.failed(record, &error, retry_after, gone).await,
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        record: &SubscriptionRecord,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), StoreError> {
+        if spec.delivers_bundles() {
+            let request = bundle_request(
+                &self.inner.config.base_url,
+                record,
+                spec,
+                NotificationType::Heartbeat,
+                &[],
+            );
+            if let Attempt::Failed { error, .. } = self.send(spec, request).await {
+                // A missed heartbeat is not retried: the next one is due a period later.
+                tracing::info!(id = %record.key.id, %error, "heartbeat not delivered");
+            }
+        }
+        self.inner.store.mark_heartbeat(&record.key, now_ms()).await
+    }
+
+    async fn failed(
+        &self,
+        record: &SubscriptionRecord,
+        error: &str,
+        retry_after: Option<Duration>,
+        gone: bool,
+    ) -> Result<(), StoreError> {
+        let attempts = record.attempts + 1;
+        let config = &self.inner.config;
+        let next = if gone {
+            None
+        } else {
+            config
+                .retry_schedule
+                .delay(u32::try_from(attempts).unwrap_or(u32::MAX), retry_after)
+        };
+        let (status, error) = match next {
+            None if gone => (
+                SubscriptionStatus::Off,
+                format!("endpoint answered 410 Gone: {error}"),
+            ),
+            None => (
+                SubscriptionStatus::Off,
+                format!("delivery retries exhausted after {attempts} attempts: {error}"),
+            ),
+            Some(_) if attempts >= i64::from(config.error_after_failures) => {
+                (SubscriptionStatus::Error, error.to_owned())
+            }
+            Some(_) => (record.status, error.to_owned()),
+        };
+        tracing::warn!(id = %record.key.id, attempts, status = status.as_str(), %error, "delivery failed");
+        let now = now_ms();
+        let failure = DeliveryFailure {
+            attempts,
+            next_attempt_at: next
+                .map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)),
+            status,
+            error: &error,
+            now_ms: now,
+        };
+        self.inner
+            .store
+            .record_delivery_failure(&record.key, &failure)
+            .await
+    }
+
+    async fn send(&self, spec: &SubscriptionSpec, request: OutgoingRequest) -> Attempt {
+        let timeout = spec
+            .timeout
+            .map(|s| Duration::from_secs(u64::from(s)))
+            .unwrap_or(self.inner.config.default_timeout);
+        let mut builder = self
+            .inner
+            .http
+            .request(request.method, &request.url)
+            .timeout(timeout);
+        for (name, value) in &spec.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(content_type) = &request.content_type {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        match builder.body(request.body).send().await {
+            Ok(response) if response.status().is_success() => Attempt::Delivered,
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                Attempt::Failed {
+                    error: format!("endpoint answered {status}"),
+                    retry_after,
+                    gone: status == reqwest::StatusCode::GONE,
+                }
+            }
+            Err(e) if e.is_timeout() => Attempt::Failed {
+                error: format!("no answer within {}s", timeout.as_secs()),
+                retry_after: None,
+                gone: false,
+            },
+            Err(e) => Attempt::Failed {
+                error: format!("could not reach endpoint: {}", without_url(&e)),
+                retry_after: None,
+                gone: false,
+            },
+        }
+    }
+}
+
+/// A reqwest error without the URL (which may carry secrets in its query).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<endpoint>");
+    }
+    if e.is_connect() {
+        return "connection refused or unreachable".into();
+    }
+    text
+}
