@@ -1,1 +1,101 @@
-//! FHIR REST API.
+//! Herald's HTTP surface: the FHIR R4 REST API at `/fhir` (Subscription, SubscriptionTopic,
+//! `$status`, `$events`, `metadata`, and the write facade), the change-event ingest endpoint,
+//! and `/healthz` / `/readyz`.
+//!
+//! Every error is an `OperationOutcome` with a precise, safe diagnostic ([`error::ApiError`]);
+//! internal detail is logged once and never sent. Bad input is refused before anything is
+//! stored or published. Handlers hold no locks across awaits and do no matching or delivery
+//! themselves: they validate, store, announce and wake.
+
+mod body;
+mod capability;
+pub mod error;
+mod facade;
+mod ingest;
+mod operations;
+mod render;
+mod subscriptions;
+mod topics;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use herald_bus::ChangeEventBus;
+use herald_capture::Capture;
+use herald_matcher::TopicCatalog;
+use herald_store::Store;
+use tokio::sync::Notify;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn ChangeEventBus>,
+    pub capture: Capture,
+    pub catalog: TopicCatalog,
+    /// Public FHIR base URL, no trailing slash (e.g. `http://127.0.0.1:8080/fhir`).
+    pub base_url: String,
+    /// Tenant of every request until authentication binds tenants to tokens.
+    pub tenant: String,
+    /// Wakes the delivery worker (e.g. a new subscription needs its handshake).
+    pub delivery_wake: Arc<Notify>,
+    /// `embedded` or `production`, shown in `/readyz`.
+    pub mode: &'static str,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The whole HTTP application.
+pub fn router(state: SharedState) -> Router {
+    let fhir = Router::new()
+        .route("/", post(facade::bundle))
+        .route("/metadata", get(capability::metadata))
+        .route(
+            "/Subscription",
+            get(subscriptions::search).post(subscriptions::create),
+        )
+        .route(
+            "/Subscription/$status",
+            get(operations::status_type).post(operations::status_type),
+        )
+        .route(
+            "/Subscription/{id}",
+            get(subscriptions::read)
+                .put(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/Subscription/{id}/$status",
+            get(operations::status_instance).post(operations::status_instance),
+        )
+        .route(
+            "/Subscription/{id}/$events",
+            get(operations::events).post(operations::events),
+        )
+        .route("/SubscriptionTopic", get(topics::list).post(topics::create))
+        .route(
+            "/SubscriptionTopic/{id}",
+            get(topics::read).put(topics::update).delete(topics::delete),
+        )
+        .route(
+            "/{resource_type}",
+            post(facade::create).get(facade::search_not_supported),
+        )
+        .route(
+            "/{resource_type}/{id}",
+            get(facade::read).put(facade::update).delete(facade::delete),
+        )
+        .fallback(error::not_found);
+    Router::new()
+        .nest("/fhir", fhir)
+        .route("/ingest/change-events", post(ingest::change_events))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ingest::ready))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

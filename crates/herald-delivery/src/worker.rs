@@ -155,7 +155,23 @@ impl RestHookWorker {
         }
     }
 
-    async fn deliver(&self, record: SubscriptionRecord) {
+    /// Delivers whatever is due for one subscription. The record is re-read after the
+    /// subscription was claimed: the due list may be stale by then (a task that just
+    /// finished may have delivered what it lists), and acting on it would resend.
+    async fn deliver(&self, listed: SubscriptionRecord) {
+        let record = match self
+            .inner
+            .store
+            .get_subscription(&listed.key.tenant, &listed.key.id)
+            .await
+        {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(id = %listed.key.id, error = %e, "could not re-read subscription");
+                return;
+            }
+        };
         let spec = match SubscriptionSpec::from_resource(&record.resource) {
             Ok(spec) => spec,
             Err(e) => {
@@ -172,14 +188,24 @@ impl RestHookWorker {
                 return;
             }
         };
-        let result = if record.status == SubscriptionStatus::Requested
-            && record.delivery_state == DeliveryState::Handshake
-        {
-            self.handshake(&record, &spec).await
-        } else if record.events_since_start > record.delivered_through {
-            self.deliver_events(&record, &spec).await
-        } else {
-            self.heartbeat(&record, &spec).await
+        let now = now_ms();
+        if record.next_attempt_at.is_some_and(|at| at > now) {
+            return;
+        }
+        let heartbeat_due = record.heartbeat_period.is_some_and(|period| {
+            record.last_sent_at.unwrap_or(record.created_at) + period * 1000 <= now
+        });
+        let result = match (record.status, record.delivery_state) {
+            (SubscriptionStatus::Requested, DeliveryState::Handshake) => {
+                self.handshake(&record, &spec).await
+            }
+            (SubscriptionStatus::Off | SubscriptionStatus::EnteredInError, _)
+            | (_, DeliveryState::Handshake) => Ok(()),
+            _ if record.events_since_start > record.delivered_through => {
+                self.deliver_events(&record, &spec).await
+            }
+            _ if heartbeat_due => self.heartbeat(&record, &spec).await,
+            _ => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(id = %record.key.id, error = %e, "delivery bookkeeping failed; will retry");

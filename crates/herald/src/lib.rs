@@ -1,1 +1,235 @@
-//! app
+//! Herald: an event-driven FHIR Subscription hub. This crate is the composition root: it
+//! reads [`Settings`], builds the parts from the other crates in a fixed order and runs
+//! them until told to stop.
+//!
+//! Start-up: settings → storage (migrated) → bus → subscription index (loaded) → matcher →
+//! delivery worker → HTTP API. Shutdown: stop accepting requests, cancel the loops, let
+//! deliveries in flight finish (bounded by their timeouts), exit. Unacknowledged change
+//! events stay on the bus and are redelivered on the next start.
+//!
+//! Map of the workspace:
+//! - `herald-fhir`: change events, Subscription reading, notification bundles.
+//! - `herald-criteria`: search-URL criteria, topic triggers and filters.
+//! - `herald-store`: SQLite / PostgreSQL storage and the notification log.
+//! - `herald-bus`: embedded and JetStream change-event buses.
+//! - `herald-matcher`: subscription index and the consume loop.
+//! - `herald-delivery`: rest-hook delivery.
+//! - `herald-capture`: write facade and ingest.
+//! - `herald-api`: the FHIR REST API.
+
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use herald_api::AppState;
+use herald_bus::{ChangeEventBus, EmbeddedBus, JetStreamBus, JetStreamConfig};
+use herald_capture::Capture;
+use herald_delivery::{DeliveryConfig, RestHookWorker, RetrySchedule};
+use herald_matcher::{IndexMaintainer, Matcher, SubscriptionIndex, TopicCatalog};
+use herald_store::{PostgresStore, SqliteStore, Store};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::{Mode, Settings};
+
+/// Storage of the configured mode, migrated.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match settings.mode()? {
+        Mode::Embedded => {
+            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                format!("creating data directory {}", settings.data_dir.display())
+            })?;
+            Arc::new(
+                SqliteStore::open(&settings.data_dir.join("herald.sqlite"))
+                    .await
+                    .context("opening SQLite storage")?,
+            )
+        }
+        Mode::Production { database_url, .. } => Arc::new(
+            PostgresStore::connect(&database_url, settings.database_max_connections)
+                .await
+                .context("connecting to PostgreSQL")?,
+        ),
+    };
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+async fn open_bus(settings: &Settings) -> anyhow::Result<(Arc<dyn ChangeEventBus>, String)> {
+    match settings.mode()? {
+        Mode::Embedded => {
+            let bus = EmbeddedBus::open(&settings.data_dir.join("bus.sqlite"))
+                .await
+                .context("opening the embedded bus")?;
+            Ok((Arc::new(bus), "fhir.changes".into()))
+        }
+        Mode::Production { nats_url, .. } => {
+            let n = &settings.nats;
+            let config = JetStreamConfig {
+                url: nats_url,
+                stream: n.stream.clone(),
+                subject_prefix: n.subject_prefix.clone(),
+                consumer: n.consumer.clone(),
+                dead_letter_subject: n.dead_letter_subject.clone(),
+                control_subject: n.control_subject.clone(),
+                duplicate_window: Duration::from_secs(n.duplicate_window_secs),
+                max_age: Duration::from_secs(n.max_age_secs),
+            };
+            let bus = JetStreamBus::connect(config)
+                .await
+                .context("connecting to NATS JetStream")?;
+            Ok((Arc::new(bus), n.subject_prefix.clone()))
+        }
+    }
+}
+
+/// A running Herald.
+pub struct Herald {
+    pub local_addr: SocketAddr,
+    pub base_url: String,
+    pub mode: Mode,
+    shutdown: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Herald {
+    /// Builds and starts everything; returns once the API is listening.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let mode = settings.mode()?;
+        let store = open_store(&settings).await?;
+        let (bus, subject_prefix) = open_bus(&settings).await?;
+
+        let catalog = TopicCatalog::new(Arc::clone(&store));
+        let index = Arc::new(RwLock::new(SubscriptionIndex::default()));
+        let maintainer = IndexMaintainer {
+            store: Arc::clone(&store),
+            bus: Arc::clone(&bus),
+            catalog: catalog.clone(),
+            index: Arc::clone(&index),
+            full_reload_every: Duration::from_secs(60),
+        };
+        let loaded = maintainer
+            .load_all()
+            .await
+            .context("loading subscriptions")?;
+        tracing::info!(subscriptions = loaded, "subscription index loaded");
+
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        let base_url = settings
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local_addr}/fhir"));
+
+        let shutdown = CancellationToken::new();
+        let delivery_wake = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        tasks.push(("index", tokio::spawn(maintainer.run(shutdown.clone()))));
+
+        let consumer = bus
+            .consumer()
+            .await
+            .context("opening the change-event consumer")?;
+        let matcher = Matcher {
+            store: Arc::clone(&store),
+            index,
+            delivery_wake: Arc::clone(&delivery_wake),
+            subject_prefix,
+        };
+        tasks.push((
+            "matcher",
+            tokio::spawn(matcher.run(consumer, shutdown.clone())),
+        ));
+
+        let d = &settings.delivery;
+        let delivery_config = DeliveryConfig {
+            base_url: base_url.clone(),
+            retry_schedule: RetrySchedule {
+                delays: d
+                    .retry_schedule_secs
+                    .iter()
+                    .map(|s| Duration::from_secs(*s))
+                    .collect(),
+            },
+            default_timeout: Duration::from_secs(d.default_timeout_secs),
+            max_concurrency: d.max_concurrency,
+            error_after_failures: d.error_after_failures,
+            poll_interval: Duration::from_millis(d.poll_interval_ms),
+            default_max_count: d.default_max_count,
+        };
+        let worker = RestHookWorker::new(
+            Arc::clone(&store),
+            delivery_config,
+            Arc::clone(&delivery_wake),
+        )
+        .context("building the HTTP client")?;
+        tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
+
+        let state = Arc::new(AppState {
+            store: Arc::clone(&store),
+            bus: Arc::clone(&bus),
+            capture: Capture::new(Arc::clone(&store), Arc::clone(&bus), "herald-facade"),
+            catalog,
+            base_url: base_url.clone(),
+            tenant: settings.tenant.clone(),
+            delivery_wake,
+            mode: match mode {
+                Mode::Embedded => "embedded",
+                Mode::Production { .. } => "production",
+            },
+        });
+        let app = herald_api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+        let server_shutdown = shutdown.clone();
+        tasks.push((
+            "http",
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { server_shutdown.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }),
+        ));
+        Ok(Self {
+            local_addr,
+            base_url,
+            mode,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// A token that stops this Herald when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops taking work and waits (at most `deadline`) for the parts to finish.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.shutdown.cancel();
+        self.wait(deadline).await;
+    }
+
+    /// Waits for the parts to finish after the token was cancelled.
+    pub async fn wait(self, deadline: Duration) {
+        let all = async {
+            for (name, task) in self.tasks {
+                if let Err(e) = task.await {
+                    tracing::error!(task = name, error = %e, "task ended abnormally");
+                }
+            }
+        };
+        if tokio::time::timeout(deadline, all).await.is_err() {
+            tracing::warn!(
+                "shutdown deadline passed; exiting with work in flight (it will be redone)"
+            );
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `$status` (type and instance level) and `$events`.
+
+use axum::extract::{Path, Query, State};
+use herald_fhir::bundle::{
+    notification_bundle, status_searchset, NotificationEvent, NotificationType, StatusContext,
+};
+use herald_fhir::{Action, PayloadContent, SubscriptionSpec};
+use herald_store::{NotificationRecord, SubscriptionQuery, SubscriptionRecord};
+
+use crate::body::Fhir;
+use crate::error::{ApiError, ApiResult};
+use crate::subscriptions::values;
+use crate::SharedState;
+
+/// Most events one `$events` call returns.
+const MAX_EVENTS_PER_CALL: i64 = 1000;
+
+fn content_of(record: &SubscriptionRecord) -> (Option<String>, PayloadContent) {
+    match SubscriptionSpec::from_resource(&record.resource) {
+        Ok(spec) => (
+            spec.topic_url().map(str::to_owned),
+            spec.content.unwrap_or(PayloadContent::Empty),
+        ),
+        Err(_) => (None, PayloadContent::Empty),
+    }
+}
+
+fn status_bundle(state: &SharedState, records: &[SubscriptionRecord]) -> Fhir {
+    let owned: Vec<(SubscriptionRecord, Option<String>, PayloadContent)> = records
+        .iter()
+        .map(|r| {
+            let (topic, content) = content_of(r);
+            (r.clone(), topic, content)
+        })
+        .collect();
+    let statuses = owned
+        .iter()
+        .map(|(r, topic, content)| {
+            (
+                StatusContext {
+                    base_url: &state.base_url,
+                    subscription_id: &r.key.id,
+                    topic_url: topic.as_deref(),
+                    status: r.status,
+                    notification_type: NotificationType::QueryStatus,
+                    events_since_subscription_start: r.events_since_start,
+                    error: r.error.as_deref(),
+                },
+                *content,
+            )
+        })
+        .collect();
+    Fhir::ok(status_searchset(statuses))
+}
+
+/// `GET [base]/Subscription/$status?id=..&status=..` — `id` and `status` each OR-ed.
+pub async fn status_type(
+    State(state): State<SharedState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> ApiResult<Fhir> {
+    if let Some((unknown, _)) = params.iter().find(|(k, _)| k != "id" && k != "status") {
+        return Err(ApiError::bad_request(format!(
+            "$status has no parameter '{unknown}' (id, status)"
+        )));
+    }
+    let query = SubscriptionQuery {
+        ids: values(&params, "id"),
+        statuses: values(&params, "status"),
+        criteria: vec![],
+        limit: Some(1000),
+    };
+    let records = state
+        .store
+        .search_subscriptions(&state.tenant, &query)
+        .await?;
+    Ok(status_bundle(&state, &records))
+}
+
+async fn load(state: &SharedState, id: &str) -> ApiResult<SubscriptionRecord> {
+    state
+        .store
+        .get_subscription(&state.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} is not known")))
+}
+
+/// `GET [base]/Subscription/[id]/$status`.
+pub async fn status_instance(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> ApiResult<Fhir> {
+    let record = load(&state, &id).await?;
+    Ok(status_bundle(&state, std::slice::from_ref(&record)))
+}
+
+fn number(params: &[(String, String)], name: &str) -> ApiResult<Option<i64>> {
+    match params.iter().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("{name} must be an event number, not '{v}'"))
+        }),
+    }
+}
+
+fn to_event(n: &NotificationRecord) -> NotificationEvent {
+    NotificationEvent {
+        event_number: n.event_number,
+        timestamp: chrono::DateTime::from_timestamp_millis(n.event.occurred_at)
+            .unwrap_or_else(chrono::Utc::now),
+        action: Action::parse(&n.event.action).unwrap_or(Action::Update),
+        resource_type: n.event.resource_type.clone(),
+        resource_id: n.event.resource_id.clone(),
+        resource: n.event.resource.clone(),
+    }
+}
+
+/// `GET [base]/Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=`:
+/// stored events, inclusive bounds, as a `query-event` history bundle. `content` may lower
+/// the subscription's content level, never raise it.
+pub async fn events(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> ApiResult<Fhir> {
+    if let Some((unknown, _)) = params.iter().find(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "eventsSinceNumber" | "eventsUntilNumber" | "content"
+        )
+    }) {
+        return Err(ApiError::bad_request(format!(
+            "$events has no parameter '{unknown}'"
+        )));
+    }
+    let record = load(&state, &id).await?;
+    let since = number(&params, "eventsSinceNumber")?.unwrap_or(1).max(1);
+    let until = number(&params, "eventsUntilNumber")?.unwrap_or(record.events_since_start);
+    if until < since {
+        return Err(ApiError::bad_request(
+            "eventsUntilNumber is lower than eventsSinceNumber",
+        ));
+    }
+    let (topic, allowed) = content_of(&record);
+    let content = match params.iter().find(|(k, _)| k == "content") {
+        None => allowed,
+        Some((_, v)) => {
+            let asked = PayloadContent::parse(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "content '{v}' is not empty, id-only or full-resource"
+                ))
+            })?;
+            let rank = |c: PayloadContent| match c {
+                PayloadContent::Empty => 0,
+                PayloadContent::IdOnly => 1,
+                PayloadContent::FullResource => 2,
+            };
+            if rank(asked) > rank(allowed) {
+                allowed
+            } else {
+                asked
+            }
+        }
+    };
+    let stored = state
+        .store
+        .notifications(&state.tenant, &id, since, until, MAX_EVENTS_PER_CALL)
+        .await?;
+    let events: Vec<NotificationEvent> = stored.iter().map(to_event).collect();
+    let ctx = StatusContext {
+        base_url: &state.base_url,
+        subscription_id: &id,
+        topic_url: topic.as_deref(),
+        status: record.status,
+        notification_type: NotificationType::QueryEvent,
+        events_since_subscription_start: record.events_since_start,
+        error: record.error.as_deref(),
+    };
+    Ok(Fhir::ok(notification_bundle(&ctx, &events, content)))
+}

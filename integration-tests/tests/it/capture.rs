@@ -1,0 +1,259 @@
+//! Ways in: malformed writes publish nothing; transactions rewrite references; deletes
+//! notify; malformed events on the bus are dead-lettered and the consumer keeps going.
+
+use std::time::Duration;
+
+use herald_integration_tests::fhir::{lab_observation, topic_subscription, LAB_TOPIC, MED_TOPIC};
+use herald_integration_tests::{Receiver, TestHub, TestMode};
+use serde_json::{json, Value};
+
+fn is_event(r: &herald_integration_tests::Received) -> bool {
+    r.notification_type().as_deref() == Some("event-notification")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_writes_get_an_operation_outcome_and_publish_nothing() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let (_, sub) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/w"), "id-only"),
+        )
+        .await;
+    hub.wait_for_status(sub["id"].as_str().expect("id"), "active")
+        .await;
+
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    let mut nested = lab_observation("1", "final");
+    nested["extension"] = deep;
+    let mut wrong_type = lab_observation("1", "final");
+    wrong_type["resourceType"] = json!("Patient");
+    let cases: Vec<(&str, &str, String, &str, u16)> = vec![
+        ("POST", "/Observation", "{not json".into(), "application/fhir+json", 400),
+        ("POST", "/Observation", wrong_type.to_string(), "application/fhir+json", 400),
+        ("POST", "/Observation", json!([1, 2]).to_string(), "application/fhir+json", 400),
+        ("POST", "/Observation", nested.to_string(), "application/fhir+json", 400),
+        ("POST", "/Observation", lab_observation("1", "final").to_string(), "text/plain", 415),
+        ("POST", "/Observation", "x".repeat(5 * 1024 * 1024), "application/fhir+json", 413),
+        ("POST", "/NotAType", lab_observation("1", "final").to_string(), "application/fhir+json", 404),
+        ("PUT", "/Observation/abc", lab_observation("1", "final").to_string(), "application/fhir+json", 400),
+        ("PUT", "/Observation/a%20b", { let mut o = lab_observation("1", "final"); o["id"] = json!("a b"); o.to_string() }, "application/fhir+json", 400),
+        ("POST", "", json!({"resourceType": "Bundle", "type": "collection"}).to_string(), "application/fhir+json", 400),
+        ("POST", "", json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": lab_observation("1", "final"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": {"resourceType": "Observation"}, "request": {"method": "PUT", "url": "Observation"}}
+        ]}).to_string(), "application/fhir+json", 400),
+    ];
+    for (method, path, body, content_type, expected) in cases {
+        let request = match method {
+            "PUT" => hub.http.put(hub.url(path)),
+            _ => hub.http.post(hub.url(path)),
+        };
+        let response = request
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let (status, outcome) = TestHub::read(response).await;
+        assert_eq!(status.as_u16(), expected, "{method} {path}: {outcome}");
+        assert_eq!(
+            outcome["resourceType"], "OperationOutcome",
+            "{method} {path}"
+        );
+    }
+    // The first valid write is event number 1: nothing was published before it.
+    let (status, _) = hub
+        .post("/Observation", &lab_observation("1", "final"))
+        .await;
+    assert_eq!(status, 201);
+    let events = receiver.wait_for("/w", 1, is_event).await;
+    assert_eq!(events[0].event_numbers(), vec![1]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.at("/w").into_iter().filter(is_event).count(), 1);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_rewrites_references_and_a_delete_notifies() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let (_, lab) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/lab"), "full-resource"),
+        )
+        .await;
+    let (_, med) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(
+                MED_TOPIC,
+                &["MedicationRequest?status=active"],
+                &receiver.url("/med"),
+                "id-only",
+            ),
+        )
+        .await;
+    hub.wait_for_status(lab["id"].as_str().expect("id"), "active")
+        .await;
+    hub.wait_for_status(med["id"].as_str().expect("id"), "active")
+        .await;
+
+    let mut observation = lab_observation("x", "final");
+    observation["subject"] = json!({"reference": "urn:uuid:0c7a7e3c-6d9a-4c38-9a5c-0b3a3d9f1e11"});
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0c7a7e3c-6d9a-4c38-9a5c-0b3a3d9f1e11", "resource": {"resourceType": "Patient", "name": [{"family": "Chalmers"}]}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": observation, "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {"resourceType": "MedicationRequest", "id": "mr1", "status": "active", "intent": "order", "subject": {"reference": "Patient/p1"},
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}]}},
+         "request": {"method": "PUT", "url": "MedicationRequest/mr1"}}
+    ]});
+    let (status, response) = hub.post("", &bundle).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["type"], "transaction-response");
+    let patient_location = response["entry"][0]["response"]["location"]
+        .as_str()
+        .expect("location")
+        .to_owned();
+    let patient_ref = patient_location
+        .split("/_history")
+        .next()
+        .expect("ref")
+        .to_owned();
+
+    let lab_event = receiver.wait_for("/lab", 1, is_event).await.remove(0);
+    assert_eq!(
+        lab_event.json()["entry"][1]["resource"]["subject"]["reference"],
+        patient_ref.as_str(),
+        "urn:uuid rewritten"
+    );
+    receiver.wait_for("/med", 1, is_event).await;
+
+    let response = hub
+        .http
+        .delete(hub.url("/MedicationRequest/mr1"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    let med_events = receiver.wait_for("/med", 2, is_event).await;
+    assert_eq!(med_events[1].event_numbers(), vec![2]);
+    assert_eq!(
+        med_events[1].json()["entry"][1]["request"]["method"],
+        "DELETE"
+    );
+    let (status, _) = hub.get("/MedicationRequest/mr1").await;
+    assert_eq!(status, 410);
+    hub.stop().await;
+}
+
+fn valid_event(id: &str) -> Value {
+    let mut resource = lab_observation("123", "final");
+    resource["id"] = json!(id);
+    json!({"event_id": id, "tenant": "default", "action": "create", "resource_type": "Observation", "resource_id": id,
+           "version": "1", "time": "2026-11-24T09:00:00Z", "source": "engine", "resource": resource})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_on_nats_are_dead_lettered_and_the_consumer_keeps_going() {
+    let hub = TestHub::start(TestMode::Production).await;
+    let receiver = Receiver::start().await;
+    let (_, sub) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/dl"), "id-only"),
+        )
+        .await;
+    hub.wait_for_status(sub["id"].as_str().expect("id"), "active")
+        .await;
+
+    let client = async_nats::connect(herald_integration_tests::nats_url())
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let subject = format!("{}.default.Observation", hub.settings.nats.subject_prefix);
+    js.publish(subject.clone(), "{this is not json".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let mut wrong = valid_event("wrong-subject");
+    wrong["resource_type"] = json!("Patient");
+    wrong["resource"]["resourceType"] = json!("Patient");
+    js.publish(subject.clone(), wrong.to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    js.publish(subject, valid_event("good-after-poison").to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+
+    let events = receiver.wait_for("/dl", 1, is_event).await;
+    assert_eq!(
+        events[0].event_numbers(),
+        vec![1],
+        "the valid event after the poison ones was processed"
+    );
+
+    let dlq = js
+        .get_stream(format!("{}_DEADLETTER", hub.settings.nats.stream))
+        .await
+        .expect("dead-letter stream");
+    let first = dlq.get_raw_message(1).await.expect("first dead letter");
+    let reason = first
+        .headers
+        .get("Herald-Dead-Letter-Reason")
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(reason.contains("not valid JSON"), "{reason}");
+    let second = dlq.get_raw_message(2).await.expect("second dead letter");
+    let reason = second
+        .headers
+        .get("Herald-Dead-Letter-Reason")
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(reason.contains("does not match the event"), "{reason}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_on_the_embedded_bus_are_dead_lettered() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let (_, sub) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/edl"), "id-only"),
+        )
+        .await;
+    hub.wait_for_status(sub["id"].as_str().expect("id"), "active")
+        .await;
+    // A second handle on the same durable log, as a co-located integration engine would use.
+    let bus = herald_bus::EmbeddedBus::open(&hub.settings.data_dir.join("bus.sqlite"))
+        .await
+        .expect("bus");
+    bus.publish_raw("fhir.changes.default.Observation", None, b"[1,2,3]")
+        .await
+        .expect("publish");
+    bus.publish_raw(
+        "fhir.changes.default.Observation",
+        Some("good"),
+        valid_event("good").to_string().as_bytes(),
+    )
+    .await
+    .expect("publish");
+    let events = receiver.wait_for("/edl", 1, is_event).await;
+    assert_eq!(events[0].event_numbers(), vec![1]);
+    let dead = bus.dead_letters().await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].2.contains("schema"), "{}", dead[0].2);
+    hub.stop().await;
+}

@@ -1,0 +1,5 @@
+//! Herald end to end: one test binary, real NATS JetStream, real PostgreSQL, real HTTP.
+
+mod capture;
+mod delivery;
+mod spine;
