@@ -50,11 +50,9 @@ pub async fn metadata(State(state): State<SharedState>) -> ApiResult<Fhir> {
             {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"}
         ]
     });
-    let topic = json!({
-        "type": "SubscriptionTopic",
-        "interaction": [{"code": "read"}, {"code": "create"}, {"code": "update"}, {"code": "delete"}, {"code": "search-type"}]
-    });
-    let mut resources = vec![subscription, topic];
+    // SubscriptionTopic is not an R4 resource type, so it cannot be listed here; topics are
+    // discovered through the extension above (and served at [base]/SubscriptionTopic).
+    let mut resources = vec![subscription];
     for resource_type in R4_RESOURCE_TYPES {
         if matches!(
             *resource_type,

@@ -58,10 +58,7 @@ pub fn router(state: SharedState) -> Router {
             "/Subscription",
             get(subscriptions::search).post(subscriptions::create),
         )
-        .route(
-            "/Subscription/$status",
-            get(operations::status_type).post(operations::status_type),
-        )
+        .route("/Subscription/$status", get(operations::status_type))
         .route(
             "/Subscription/{id}",
             get(subscriptions::read)
@@ -70,12 +67,9 @@ pub fn router(state: SharedState) -> Router {
         )
         .route(
             "/Subscription/{id}/$status",
-            get(operations::status_instance).post(operations::status_instance),
+            get(operations::status_instance),
         )
-        .route(
-            "/Subscription/{id}/$events",
-            get(operations::events).post(operations::events),
-        )
+        .route("/Subscription/{id}/$events", get(operations::events))
         .route("/SubscriptionTopic", get(topics::list).post(topics::create))
         .route(
             "/SubscriptionTopic/{id}",

@@ -136,7 +136,7 @@ impl ChangeEventBus for EmbeddedBus {
         let payload = serde_json::to_vec(event)?;
         self.publish_raw(
             &event.subject(&self.inner.subject_prefix),
-            Some(&event.event_id),
+            Some(&crate::msg_id(event)),
             &payload,
         )
         .await

@@ -18,8 +18,8 @@ use herald_fhir::ChangeEvent;
 use tokio::sync::broadcast;
 
 use crate::{
-    Acker, BusError, BusMessage, BusResult, ChangeEventBus, ChangeEventConsumer, ControlNotice,
-    Published,
+    msg_id, Acker, BusError, BusMessage, BusResult, ChangeEventBus, ChangeEventConsumer,
+    ControlNotice, Published,
 };
 
 /// Where and how Herald uses JetStream.
@@ -141,7 +141,7 @@ impl ChangeEventBus for JetStreamBus {
     async fn publish(&self, event: &ChangeEvent) -> BusResult<Published> {
         let payload = serde_json::to_vec(event)?;
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.event_id.as_str());
+        headers.insert("Nats-Msg-Id", msg_id(event).as_str());
         let ack = self
             .context
             .publish_with_headers(

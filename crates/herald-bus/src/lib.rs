@@ -42,6 +42,12 @@ pub enum BusError {
 
 pub type BusResult<T> = Result<T, BusError>;
 
+/// The dedup key of an event on the bus: `<tenant>:<event_id>`, so tenants that happen to
+/// use the same event ids never drop each other's events.
+pub fn msg_id(event: &ChangeEvent) -> String {
+    format!("{}:{}", event.tenant, event.event_id)
+}
+
 /// What the bus said about a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {

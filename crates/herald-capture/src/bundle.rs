@@ -84,6 +84,7 @@ fn plan_entry(entry: &Value) -> Result<Planned, CaptureError> {
             Ok(Planned { method, resource_type: resource_type.to_string(), id: Some(id.to_string()), resource: Some(resource), full_url })
         }
         ("DELETE", [resource_type, id], None) => {
+            Capture::check_delete_target(resource_type, id)?;
             Ok(Planned { method, resource_type: resource_type.to_string(), id: Some(id.to_string()), resource: None, full_url })
         }
         ("DELETE", _, Some(_)) => Err(invalid("a DELETE entry carries no resource")),

@@ -158,13 +158,8 @@ impl Capture {
         self.write(tenant, resource_type, id, Some(resource)).await
     }
 
-    /// `DELETE [base]/[Type]/[id]`. `None` when there was nothing to delete (no event).
-    pub async fn delete(
-        &self,
-        tenant: &str,
-        resource_type: &str,
-        id: &str,
-    ) -> Result<Option<WriteOutcome>, CaptureError> {
+    /// Checks the target of a delete.
+    pub fn check_delete_target(resource_type: &str, id: &str) -> Result<(), CaptureError> {
         if !is_resource_type(resource_type) || NOT_DATA.contains(&resource_type) {
             return Err(CaptureError::NotFound(format!(
                 "'{resource_type}' is not a resource type the facade holds"
@@ -173,6 +168,17 @@ impl Capture {
         if !is_valid_id(id) {
             return Err(invalid(format!("'{id}' is not a valid FHIR id")));
         }
+        Ok(())
+    }
+
+    /// `DELETE [base]/[Type]/[id]`. `None` when there was nothing to delete (no event).
+    pub async fn delete(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<WriteOutcome>, CaptureError> {
+        Self::check_delete_target(resource_type, id)?;
         match self.store.get_resource(tenant, resource_type, id).await? {
             Some(stored) if !stored.deleted => {
                 self.write(tenant, resource_type, id, None).await.map(Some)

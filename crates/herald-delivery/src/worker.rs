@@ -351,6 +351,7 @@ impl RestHookWorker {
         tracing::warn!(id = %record.key.id, attempts, status = status.as_str(), %error, "delivery failed");
         let now = now_ms();
         let failure = DeliveryFailure {
+            version_id: record.version_id,
             attempts,
             next_attempt_at: next
                 .map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)),

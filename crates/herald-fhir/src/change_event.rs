@@ -286,16 +286,25 @@ mod schema_tests {
     /// required fields are the ones the parser requires.
     #[test]
     fn schema_examples_parse_and_required_fields_agree() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/change-event.schema.json");
-        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema file")).expect("schema is JSON");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/change-event.schema.json"
+        );
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("schema file"))
+                .expect("schema is JSON");
         for example in schema["examples"].as_array().expect("examples") {
             ChangeEvent::from_value(example.clone()).expect("example is a valid event");
         }
         let example = schema["examples"][0].clone();
         for field in schema["required"].as_array().expect("required") {
             let mut e = example.clone();
-            e.as_object_mut().map(|o| o.remove(field.as_str().unwrap_or_default()));
-            assert!(ChangeEvent::from_value(e).is_err(), "{field} is required by the schema but not by the parser");
+            e.as_object_mut()
+                .map(|o| o.remove(field.as_str().unwrap_or_default()));
+            assert!(
+                ChangeEvent::from_value(e).is_err(),
+                "{field} is required by the schema but not by the parser"
+            );
         }
     }
 }

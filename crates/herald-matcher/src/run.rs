@@ -117,12 +117,15 @@ impl Matcher {
             .await?;
         let previous: Option<Value> = match (&event.previous, &stored) {
             (Some(p), _) => Some(p.clone()),
-            (None, Some(s)) if event.action != Action::Create && s.version_id != event.version => {
+            // Only a version older than this event can be its `previous`: a redelivered or
+            // late event must not see itself or a newer version.
+            (None, Some(s))
+                if event.action != Action::Create && !s.deleted && is_newer(event, s) =>
+            {
                 s.resource.clone()
             }
             _ => None,
         };
-        self.remember_version(event, stored.as_ref()).await?;
 
         let matched: Vec<SubscriptionKey> = {
             let index = self
@@ -137,6 +140,7 @@ impl Matcher {
                 .collect()
         };
         if matched.is_empty() {
+            self.remember_version(event, stored.as_ref()).await?;
             return Ok(vec![]);
         }
         let record = EventRecord {
@@ -151,6 +155,9 @@ impl Matcher {
             recorded_at: chrono::Utc::now().timestamp_millis(),
         };
         let numbered = self.store.record_notifications(&record, &matched).await?;
+        // After the notifications are committed: a failure before this point redelivers the
+        // event and it is evaluated against the same `previous` again.
+        self.remember_version(event, stored.as_ref()).await?;
         tracing::debug!(event_id = %event.event_id, matches = numbered.len(), "notifications recorded");
         self.delivery_wake.notify_one();
         Ok(numbered)

@@ -128,6 +128,8 @@ pub struct NotificationRecord {
 /// A failed delivery attempt and what follows from it.
 #[derive(Debug, Clone)]
 pub struct DeliveryFailure<'a> {
+    /// The subscription version the attempt was for: a client update meanwhile wins.
+    pub version_id: i64,
     pub attempts: i64,
     /// When to try again; `None` = give up.
     pub next_attempt_at: Option<i64>,

@@ -335,21 +335,36 @@ macro_rules! impl_store {
 
             async fn record_notifications(&self, event: &EventRecord, subscriptions: &[SubscriptionKey]) -> StoreResult<Vec<(SubscriptionKey, i64)>> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO change_events (event_id, tenant, action, resource_type, resource_id, version_id, occurred_at, resource, recorded_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
+                // The same change re-sent under another event id (past the bus's dedup window)
+                // is the same event: reuse the first id so it keeps its numbers.
+                let canonical = sqlx::query(
+                    "SELECT event_id FROM change_events WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
+                     AND version_id = $4 AND action = $5",
                 )
-                .bind(&event.event_id).bind(&event.tenant).bind(&event.action).bind(&event.resource_type)
-                .bind(&event.resource_id).bind(&event.version_id).bind(event.occurred_at)
-                .bind(event.resource.as_ref().map(Value::to_string)).bind(event.recorded_at)
-                .execute(&mut *tx)
+                .bind(&event.tenant).bind(&event.resource_type).bind(&event.resource_id).bind(&event.version_id).bind(&event.action)
+                .fetch_optional(&mut *tx)
                 .await?;
+                let event_id: String = match canonical {
+                    Some(row) => row.try_get("event_id")?,
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO change_events (tenant, event_id, action, resource_type, resource_id, version_id, occurred_at, resource, recorded_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant, event_id) DO NOTHING",
+                        )
+                        .bind(&event.tenant).bind(&event.event_id).bind(&event.action).bind(&event.resource_type)
+                        .bind(&event.resource_id).bind(&event.version_id).bind(event.occurred_at)
+                        .bind(event.resource.as_ref().map(Value::to_string)).bind(event.recorded_at)
+                        .execute(&mut *tx)
+                        .await?;
+                        event.event_id.clone()
+                    }
+                };
                 let mut numbered = Vec::with_capacity(subscriptions.len());
                 for key in subscriptions {
                     let existing = sqlx::query(
                         "SELECT event_number FROM notifications WHERE tenant = $1 AND subscription_id = $2 AND event_id = $3",
                     )
-                    .bind(&key.tenant).bind(&key.id).bind(&event.event_id)
+                    .bind(&key.tenant).bind(&key.id).bind(&event_id)
                     .fetch_optional(&mut *tx)
                     .await?;
                     if let Some(row) = existing {
@@ -368,7 +383,7 @@ macro_rules! impl_store {
                     sqlx::query(
                         "INSERT INTO notifications (tenant, subscription_id, event_number, event_id, created_at) VALUES ($1, $2, $3, $4, $5)",
                     )
-                    .bind(&key.tenant).bind(&key.id).bind(number).bind(&event.event_id).bind(event.recorded_at)
+                    .bind(&key.tenant).bind(&key.id).bind(number).bind(&event_id).bind(event.recorded_at)
                     .execute(&mut *tx)
                     .await
                     .map_err(convert)?;
@@ -382,7 +397,7 @@ macro_rules! impl_store {
                 let rows = sqlx::query(
                     "SELECT n.event_number, e.event_id, e.tenant, e.action, e.resource_type, e.resource_id, e.version_id, \
                      e.occurred_at, e.resource, e.recorded_at \
-                     FROM notifications n JOIN change_events e ON e.event_id = n.event_id \
+                     FROM notifications n JOIN change_events e ON e.tenant = n.tenant AND e.event_id = n.event_id \
                      WHERE n.tenant = $1 AND n.subscription_id = $2 AND n.event_number >= $3 AND n.event_number <= $4 \
                      ORDER BY n.event_number LIMIT $5",
                 )
@@ -463,10 +478,10 @@ macro_rules! impl_store {
             async fn record_delivery_failure(&self, key: &SubscriptionKey, failure: &DeliveryFailure<'_>) -> StoreResult<()> {
                 sqlx::query(
                     "UPDATE subscriptions SET attempts = $1, next_attempt_at = $2, status = $3, error = $4, updated_at = $5 \
-                     WHERE tenant = $6 AND id = $7 AND status <> 'off'",
+                     WHERE tenant = $6 AND id = $7 AND version_id = $8 AND status <> 'off'",
                 )
                 .bind(failure.attempts).bind(failure.next_attempt_at).bind(failure.status.as_str()).bind(failure.error)
-                .bind(failure.now_ms).bind(&key.tenant).bind(&key.id)
+                .bind(failure.now_ms).bind(&key.tenant).bind(&key.id).bind(failure.version_id)
                 .execute(&self.pool)
                 .await?;
                 Ok(())

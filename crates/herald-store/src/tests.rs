@@ -96,10 +96,64 @@ async fn conformance(store: &dyn Store) {
         .expect("redelivery");
     assert_eq!(again, vec![(s1.clone(), 1)]);
     let second = store
-        .record_notifications(&event("e2"), &[s1.clone()])
+        .record_notifications(
+            &EventRecord {
+                version_id: "2".into(),
+                ..event("e2")
+            },
+            &[s1.clone()],
+        )
         .await
         .expect("record");
     assert_eq!(second, vec![(s1.clone(), 2)]);
+    // The same change re-sent under another id keeps its number; another tenant's event
+    // with the same id is a different event.
+    let resent = EventRecord {
+        event_id: "e1-resent".into(),
+        ..event("e1")
+    };
+    assert_eq!(
+        store
+            .record_notifications(&resent, &[s1.clone()])
+            .await
+            .expect("resent"),
+        vec![(s1.clone(), 1)]
+    );
+    let other_tenant_sub = json!({"resourceType": "Subscription"});
+    store
+        .create_subscription(NewSubscription {
+            tenant: "t2",
+            ..new_sub("s1", &other_tenant_sub)
+        })
+        .await
+        .expect("t2 sub");
+    let t2 = SubscriptionKey::new("t2", "s1");
+    let t2_event = EventRecord {
+        tenant: "t2".into(),
+        resource: Some(json!({"resourceType": "Observation", "id": "o1", "t2": true})),
+        ..event("e1")
+    };
+    assert_eq!(
+        store
+            .record_notifications(&t2_event, &[t2.clone()])
+            .await
+            .expect("t2"),
+        vec![(t2.clone(), 1)]
+    );
+    assert_eq!(
+        store
+            .notifications("t2", "s1", 1, 1, 10)
+            .await
+            .expect("t2 log")[0]
+            .event
+            .resource,
+        t2_event.resource,
+        "tenants never share events"
+    );
+    store
+        .delete_subscription("t2", "s1")
+        .await
+        .expect("cleanup");
     let log = store
         .notifications("t1", "s1", 1, 10, 100)
         .await
@@ -142,6 +196,7 @@ async fn conformance(store: &dyn Store) {
         .record_delivery_failure(
             &s1,
             &DeliveryFailure {
+                version_id: 1,
                 attempts: 1,
                 next_attempt_at: Some(5_000),
                 status: SubscriptionStatus::Active,

@@ -51,16 +51,19 @@ CREATE TABLE resources (
 
 -- Change events that produced at least one notification.
 CREATE TABLE change_events (
-    event_id       TEXT PRIMARY KEY,
     tenant         TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
     action         TEXT NOT NULL,
     resource_type  TEXT NOT NULL,
     resource_id    TEXT NOT NULL,
     version_id     TEXT NOT NULL,
     occurred_at    BIGINT NOT NULL,
     resource       TEXT,
-    recorded_at    BIGINT NOT NULL
+    recorded_at    BIGINT NOT NULL,
+    PRIMARY KEY (tenant, event_id)
 );
+-- One change is one event, whatever id it was re-sent under.
+CREATE UNIQUE INDEX change_events_version ON change_events (tenant, resource_type, resource_id, version_id, action);
 
 -- The per-subscription notification log: one row per (subscription, change event).
 CREATE TABLE notifications (
