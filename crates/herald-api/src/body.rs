@@ -29,6 +29,22 @@ impl<S: Send + Sync> FromRequest<S> for FhirJson {
                 ));
             }
         }
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueType::TooLong,
+                format!("the body is larger than {} bytes", crate::MAX_BODY_BYTES),
+            )
+        };
+        // Refuse on the declared length before reading anything.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > crate::MAX_BODY_BYTES) {
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
