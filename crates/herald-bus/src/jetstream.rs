@@ -236,10 +236,10 @@ impl ChangeEventConsumer for JetStreamConsumer {
             subject: next.subject.to_string(),
             payload: next.payload.clone(),
             delivery_count,
-            acker: Acker::JetStream(JetStreamAcker {
+            acker: Acker::JetStream(Box::new(JetStreamAcker {
                 bus: self.bus.clone(),
                 message: next,
-            }),
+            })),
         }))
     }
 }

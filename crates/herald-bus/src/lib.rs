@@ -110,7 +110,7 @@ impl std::fmt::Debug for BusMessage {
 
 enum Acker {
     Embedded(embedded::EmbeddedAcker),
-    JetStream(jetstream::JetStreamAcker),
+    JetStream(Box<jetstream::JetStreamAcker>),
 }
 
 impl BusMessage {

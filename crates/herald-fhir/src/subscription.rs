@@ -510,20 +510,26 @@ impl SubscriptionSpec {
         };
         let type_meta = channel.get("_type");
         reject_modifier_extensions(type_meta, at)?;
-        for (url, ext) in extensions(type_meta, "Subscription.channel.type.extension")? {
+        // Any extension on channel.type changes its meaning; none is supported yet.
+        if let Some((url, ext)) = extensions(type_meta, "Subscription.channel.type.extension")?
+            .into_iter()
+            .next()
+        {
             if url == EXT_CHANNEL_TYPE {
                 let coding = ext.get("valueCoding");
-                let system = coding
-                    .and_then(|c| c.get("system"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let custom = coding
-                    .and_then(|c| c.get("code"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let field = |name: &str| {
+                    coding
+                        .and_then(|c| c.get(name))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                };
                 return Err(unsupported(
                     at,
-                    format!("custom channel type '{system}|{custom}' is not supported"),
+                    format!(
+                        "custom channel type '{}|{}' is not supported",
+                        field("system"),
+                        field("code")
+                    ),
                 ));
             }
             return Err(unsupported(

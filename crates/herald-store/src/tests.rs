@@ -91,7 +91,7 @@ async fn conformance(store: &dyn Store) {
         .expect("record");
     assert_eq!(first, vec![(s1.clone(), 1), (s2.clone(), 1)]);
     let again = store
-        .record_notifications(&event("e1"), &[s1.clone()])
+        .record_notifications(&event("e1"), std::slice::from_ref(&s1))
         .await
         .expect("redelivery");
     assert_eq!(again, vec![(s1.clone(), 1)]);
@@ -101,7 +101,7 @@ async fn conformance(store: &dyn Store) {
                 version_id: "2".into(),
                 ..event("e2")
             },
-            &[s1.clone()],
+            std::slice::from_ref(&s1),
         )
         .await
         .expect("record");
@@ -114,7 +114,7 @@ async fn conformance(store: &dyn Store) {
     };
     assert_eq!(
         store
-            .record_notifications(&resent, &[s1.clone()])
+            .record_notifications(&resent, std::slice::from_ref(&s1))
             .await
             .expect("resent"),
         vec![(s1.clone(), 1)]
@@ -135,7 +135,7 @@ async fn conformance(store: &dyn Store) {
     };
     assert_eq!(
         store
-            .record_notifications(&t2_event, &[t2.clone()])
+            .record_notifications(&t2_event, std::slice::from_ref(&t2))
             .await
             .expect("t2"),
         vec![(t2.clone(), 1)]
