@@ -45,6 +45,9 @@ pub struct AppState {
     pub delivery_wake: Arc<Notify>,
     /// `embedded` or `production`, shown in `/readyz`.
     pub mode: &'static str,
+    /// This instance's subscription index, refreshed before a subscription change is
+    /// acknowledged so the next write is matched against it.
+    pub index: Arc<herald_matcher::IndexMaintainer>,
 }
 
 pub type SharedState = Arc<AppState>;

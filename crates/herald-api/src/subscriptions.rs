@@ -81,6 +81,9 @@ fn client_part(body: &Value) -> Value {
 }
 
 async fn announce(state: &SharedState, record: &SubscriptionRecord) {
+    if let Err(e) = state.index.refresh(&record.key).await {
+        tracing::warn!(error = %e, "could not refresh the local subscription index");
+    }
     let notice = ControlNotice::SubscriptionChanged {
         tenant: record.key.tenant.clone(),
         id: record.key.id.clone(),

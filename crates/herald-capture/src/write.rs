@@ -212,7 +212,13 @@ impl Capture {
         id: &str,
         resource: Option<Value>,
     ) -> Result<WriteOutcome, CaptureError> {
-        let stored = self.store.get_resource(tenant, resource_type, id).await?;
+        let mut stored = self.store.get_resource(tenant, resource_type, id).await?;
+        if let Some(pending) = stored.as_ref().filter(|s| s.pending_event.is_some()) {
+            // The previous write of this resource may have died between reserving its
+            // version and confirming its publish: publish it (again; dedup by event id) first.
+            self.confirm_pending(pending).await?;
+            stored = self.store.get_resource(tenant, resource_type, id).await?;
+        }
         let previous = stored
             .as_ref()
             .filter(|s| !s.deleted)
@@ -230,23 +236,6 @@ impl Capture {
             stamp_meta(&mut r, id, &version_id, &last_updated);
             r
         });
-        let reserved = StoredResource {
-            tenant: tenant.to_owned(),
-            resource_type: resource_type.to_owned(),
-            id: id.to_owned(),
-            seq,
-            version_id: version_id.clone(),
-            deleted: resource.is_none(),
-            resource: resource.clone(),
-            updated_at: now.timestamp_millis(),
-        };
-        if !self
-            .store
-            .put_resource(&reserved, stored.as_ref().map(|s| s.seq))
-            .await?
-        {
-            return Err(CaptureError::Conflict);
-        }
         let event = ChangeEvent {
             event_id: Uuid::new_v4().to_string(),
             tenant: tenant.to_owned(),
@@ -259,11 +248,35 @@ impl Capture {
             resource: resource.clone(),
             previous,
         };
+        // The event travels with the reservation: if the process dies before the publish is
+        // confirmed, the next write of this resource (or the next start) publishes it.
+        let reserved = StoredResource {
+            tenant: tenant.to_owned(),
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            seq,
+            version_id: version_id.clone(),
+            deleted: resource.is_none(),
+            resource: resource.clone(),
+            updated_at: now.timestamp_millis(),
+            pending_event: Some(
+                serde_json::to_string(&event)
+                    .map_err(|e| invalid(format!("resource cannot be serialized: {e}")))?,
+            ),
+        };
+        if !self
+            .store
+            .put_resource(&reserved, stored.as_ref().map(|s| s.seq))
+            .await?
+        {
+            return Err(CaptureError::Conflict);
+        }
         if let Err(e) = self.bus.publish(&event).await {
             // Undo: put the old content back under a new sequence so the failed version id is
             // never handed out again (the publish may have landed after all).
             let restored = StoredResource {
                 seq: seq + 1,
+                pending_event: None,
                 ..stored.clone().unwrap_or_else(|| StoredResource {
                     deleted: true,
                     resource: None,
@@ -271,9 +284,19 @@ impl Capture {
                 })
             };
             if let Err(undo) = self.store.put_resource(&restored, Some(seq)).await {
+                // The reservation stays pending and its event is published later: the write
+                // may still take effect, as a timed-out request may.
                 tracing::error!(error = %undo, "could not undo a version reservation after a failed publish");
             }
             return Err(e.into());
+        }
+        if let Err(e) = self
+            .store
+            .clear_pending_event(tenant, resource_type, id, seq)
+            .await
+        {
+            // Harmless: the event is published again later and dropped as a duplicate.
+            tracing::warn!(error = %e, "could not mark a publish as confirmed");
         }
         Ok(WriteOutcome {
             resource_type: resource_type.to_owned(),
@@ -284,5 +307,39 @@ impl Capture {
             action,
             event_id: event.event_id,
         })
+    }
+
+    /// Publishes the unconfirmed event of `stored` and marks it confirmed.
+    async fn confirm_pending(&self, stored: &StoredResource) -> Result<(), CaptureError> {
+        let Some(text) = &stored.pending_event else {
+            return Ok(());
+        };
+        let event = ChangeEvent::from_json(text.as_bytes())?;
+        self.bus.publish(&event).await?;
+        self.store
+            .clear_pending_event(
+                &stored.tenant,
+                &stored.resource_type,
+                &stored.id,
+                stored.seq,
+            )
+            .await?;
+        tracing::info!(event_id = %event.event_id, "published a change event left unconfirmed by an earlier run");
+        Ok(())
+    }
+
+    /// Publishes every event left unconfirmed (after a crash). Run at start, before serving.
+    pub async fn republish_pending(&self) -> Result<usize, CaptureError> {
+        let mut total = 0;
+        loop {
+            let pending = self.store.pending_events(256).await?;
+            if pending.is_empty() {
+                return Ok(total);
+            }
+            for stored in &pending {
+                self.confirm_pending(stored).await?;
+            }
+            total += pending.len();
+        }
     }
 }

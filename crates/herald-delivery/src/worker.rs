@@ -33,6 +33,9 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// Events per bundle when the subscription sets no `maxCount`.
     pub default_max_count: u32,
+    /// How long a claimed subscription stays claimed if its deliverer dies; longer than the
+    /// longest attempt (timeouts are capped at 120 s).
+    pub claim_lease: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -45,6 +48,7 @@ impl Default for DeliveryConfig {
             error_after_failures: 3,
             poll_interval: Duration::from_millis(500),
             default_max_count: 1,
+            claim_lease: Duration::from_secs(150),
         }
     }
 }
@@ -111,7 +115,9 @@ impl RestHookWorker {
                     tracing::error!(error = %e, "delivery task failed");
                 }
             }
-            match self.inner.store.due_for_delivery(now_ms(), 512).await {
+            let now = now_ms();
+            let lease_until = now + self.inner.config.claim_lease.as_millis() as i64;
+            match self.inner.store.claim_due(now, lease_until, 512).await {
                 Ok(due) => {
                     for record in due {
                         let key = record.key.clone();
@@ -139,7 +145,7 @@ impl RestHookWorker {
                         });
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not read due deliveries"),
+                Err(e) => tracing::warn!(error = %e, "could not claim due deliveries"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -189,9 +195,6 @@ impl RestHookWorker {
             }
         };
         let now = now_ms();
-        if record.next_attempt_at.is_some_and(|at| at > now) {
-            return;
-        }
         let heartbeat_due = record.heartbeat_period.is_some_and(|period| {
             record.last_sent_at.unwrap_or(record.created_at) + period * 1000 <= now
         });
@@ -200,12 +203,12 @@ impl RestHookWorker {
                 self.handshake(&record, &spec).await
             }
             (SubscriptionStatus::Off | SubscriptionStatus::EnteredInError, _)
-            | (_, DeliveryState::Handshake) => Ok(()),
+            | (_, DeliveryState::Handshake) => self.inner.store.release_claim(&record.key).await,
             _ if record.events_since_start > record.delivered_through => {
                 self.deliver_events(&record, &spec).await
             }
             _ if heartbeat_due => self.heartbeat(&record, &spec).await,
-            _ => Ok(()),
+            _ => self.inner.store.release_claim(&record.key).await,
         };
         if let Err(e) = result {
             tracing::warn!(id = %record.key.id, error = %e, "delivery bookkeeping failed; will retry");

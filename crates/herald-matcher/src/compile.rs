@@ -79,6 +79,15 @@ impl CompiledCriteria {
 pub struct ActiveSubscription {
     pub key: SubscriptionKey,
     pub criteria: CompiledCriteria,
+    /// `Subscription.end`: no event is counted for it after this instant.
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ActiveSubscription {
+    /// Whether this subscription is still in force at `now`.
+    pub fn in_force(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.end.is_none_or(|end| now < end)
+    }
 }
 
 /// Compiles a subscription for `tenant`, resolving its topic. Used both to validate a

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use herald_bus::{ChangeEventBus, ControlNotice};
-use herald_fhir::SubscriptionSpec;
+use herald_fhir::{SubscriptionSpec, SubscriptionStatus};
 use herald_store::{Store, SubscriptionKey, SubscriptionRecord};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -93,10 +93,23 @@ impl IndexMaintainer {
                 return None;
             }
         };
+        if spec.end.is_some_and(|end| end <= chrono::Utc::now()) {
+            // Past its end: it ends here, visibly, rather than silently counting nothing.
+            let ended = self.store.set_status(
+                &record.key,
+                SubscriptionStatus::Off,
+                Some("Subscription.end reached"),
+            );
+            if let Err(e) = ended.await {
+                tracing::warn!(id = %record.key.id, error = %e, "could not turn an ended subscription off");
+            }
+            return None;
+        }
         match compile_subscription(&record.key.tenant, &spec, &self.catalog).await {
             Ok(criteria) => Some(ActiveSubscription {
                 key: record.key.clone(),
                 criteria,
+                end: spec.end,
             }),
             Err(e) => {
                 tracing::error!(tenant = %record.key.tenant, id = %record.key.id, error = %e, "stored subscription no longer compiles");
@@ -138,7 +151,7 @@ impl IndexMaintainer {
     }
 
     /// Follows control notices until cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut notices = self.bus.notices();
         let mut reload = tokio::time::interval(self.full_reload_every);
         reload.tick().await;

@@ -127,6 +127,7 @@ impl Matcher {
             _ => None,
         };
 
+        let now = chrono::Utc::now();
         let matched: Vec<SubscriptionKey> = {
             let index = self
                 .index
@@ -135,7 +136,7 @@ impl Matcher {
             index
                 .candidates(&event.tenant, &event.resource_type)
                 .iter()
-                .filter(|s| s.criteria.matches(event, previous.as_ref()))
+                .filter(|s| s.in_force(now) && s.criteria.matches(event, previous.as_ref()))
                 .map(|s| s.key.clone())
                 .collect()
         };
@@ -184,6 +185,7 @@ impl Matcher {
             deleted: event.action == Action::Delete,
             resource: event.resource.clone(),
             updated_at: event.time.timestamp_millis(),
+            pending_event: None,
         };
         // Losing this race to a concurrent writer is fine: that writer stored a newer version.
         self.store.put_resource(&new, stored.map(|s| s.seq)).await?;

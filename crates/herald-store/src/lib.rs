@@ -103,6 +103,17 @@ pub trait Store: Send + Sync + 'static {
         expected_seq: Option<i64>,
     ) -> StoreResult<bool>;
 
+    /// Marks the publish of version `seq` as confirmed.
+    async fn clear_pending_event(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+        seq: i64,
+    ) -> StoreResult<()>;
+    /// Resources whose last write's publish is unconfirmed.
+    async fn pending_events(&self, limit: i64) -> StoreResult<Vec<StoredResource>>;
+
     // --- Notification log ------------------------------------------------------------------
     /// Records that `event` matched `subscriptions`, giving each its next event number.
     /// Idempotent: a (subscription, event) pair already recorded keeps its number.
@@ -123,13 +134,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<NotificationRecord>>;
 
     // --- Delivery state ----------------------------------------------------------------
-    /// rest-hook subscriptions with work due at `now_ms`: a handshake, undelivered events
-    /// or a heartbeat.
-    async fn due_for_delivery(
+    /// Claims rest-hook subscriptions with work due at `now_ms` (a handshake, undelivered
+    /// events or a heartbeat) until `lease_until_ms`, so no other instance delivers them
+    /// meanwhile. Every delivery outcome below ends the claim; a crashed claimer's claim
+    /// runs out at `lease_until_ms`.
+    async fn claim_due(
         &self,
         now_ms: i64,
+        lease_until_ms: i64,
         limit: i64,
     ) -> StoreResult<Vec<SubscriptionRecord>>;
+    /// Ends a claim without an outcome (nothing turned out to be due).
+    async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()>;
+    /// Ends every claim. Only for a single instance at start (the embedded mode).
+    async fn release_all_claims(&self) -> StoreResult<()>;
     async fn handshake_result(
         &self,
         key: &SubscriptionKey,

@@ -101,6 +101,8 @@ pub struct StoredResource {
     pub deleted: bool,
     pub resource: Option<Value>,
     pub updated_at: i64,
+    /// The serialized change event of this version while its publish is unconfirmed.
+    pub pending_event: Option<String>,
 }
 
 /// A change event as the notification log keeps it.

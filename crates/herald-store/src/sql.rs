@@ -288,7 +288,7 @@ macro_rules! impl_store {
 
             async fn get_resource(&self, tenant: &str, resource_type: &str, id: &str) -> StoreResult<Option<StoredResource>> {
                 let row = sqlx::query(
-                    "SELECT seq, version_id, deleted, resource, updated_at FROM resources \
+                    "SELECT seq, version_id, deleted, resource, updated_at, pending_event FROM resources \
                      WHERE tenant = $1 AND resource_type = $2 AND id = $3",
                 )
                 .bind(tenant).bind(resource_type).bind(id)
@@ -306,6 +306,7 @@ macro_rules! impl_store {
                     deleted: deleted != 0,
                     resource: text.as_deref().map(|t| parse_json(t, "resource")).transpose()?,
                     updated_at: row.try_get("updated_at")?,
+                    pending_event: row.try_get("pending_event")?,
                 }))
             }
 
@@ -314,23 +315,60 @@ macro_rules! impl_store {
                 let deleted = i64::from(new.deleted);
                 let done = match expected_seq {
                     None => sqlx::query(
-                        "INSERT INTO resources (tenant, resource_type, id, seq, version_id, deleted, resource, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                        "INSERT INTO resources (tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                     )
                     .bind(&new.tenant).bind(&new.resource_type).bind(&new.id).bind(new.seq)
-                    .bind(&new.version_id).bind(deleted).bind(text).bind(new.updated_at)
+                    .bind(&new.version_id).bind(deleted).bind(text).bind(new.updated_at).bind(&new.pending_event)
                     .execute(&self.pool)
                     .await?,
                     Some(expected) => sqlx::query(
-                        "UPDATE resources SET seq = $1, version_id = $2, deleted = $3, resource = $4, updated_at = $5 \
-                         WHERE tenant = $6 AND resource_type = $7 AND id = $8 AND seq = $9",
+                        "UPDATE resources SET seq = $1, version_id = $2, deleted = $3, resource = $4, updated_at = $5, pending_event = $6 \
+                         WHERE tenant = $7 AND resource_type = $8 AND id = $9 AND seq = $10",
                     )
-                    .bind(new.seq).bind(&new.version_id).bind(deleted).bind(text).bind(new.updated_at)
+                    .bind(new.seq).bind(&new.version_id).bind(deleted).bind(text).bind(new.updated_at).bind(&new.pending_event)
                     .bind(&new.tenant).bind(&new.resource_type).bind(&new.id).bind(expected)
                     .execute(&self.pool)
                     .await?,
                 };
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn clear_pending_event(&self, tenant: &str, resource_type: &str, id: &str, seq: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE resources SET pending_event = NULL WHERE tenant = $1 AND resource_type = $2 AND id = $3 AND seq = $4",
+                )
+                .bind(tenant).bind(resource_type).bind(id).bind(seq)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn pending_events(&self, limit: i64) -> StoreResult<Vec<StoredResource>> {
+                let rows = sqlx::query(
+                    "SELECT tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event \
+                     FROM resources WHERE pending_event IS NOT NULL ORDER BY updated_at LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let text: Option<String> = row.try_get("resource")?;
+                        let deleted: i64 = row.try_get("deleted")?;
+                        Ok(StoredResource {
+                            tenant: row.try_get("tenant")?,
+                            resource_type: row.try_get("resource_type")?,
+                            id: row.try_get("id")?,
+                            seq: row.try_get("seq")?,
+                            version_id: row.try_get("version_id")?,
+                            deleted: deleted != 0,
+                            resource: text.as_deref().map(|t| parse_json(t, "resource")).transpose()?,
+                            updated_at: row.try_get("updated_at")?,
+                            pending_event: row.try_get("pending_event")?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn record_notifications(&self, event: &EventRecord, subscriptions: &[SubscriptionKey]) -> StoreResult<Vec<(SubscriptionKey, i64)>> {
@@ -425,19 +463,38 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn due_for_delivery(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<SubscriptionRecord>> {
+            async fn claim_due(&self, now_ms: i64, lease_until_ms: i64, limit: i64) -> StoreResult<Vec<SubscriptionRecord>> {
+                // The outer condition repeats "not claimed": when two instances race, the
+                // second re-checks the row after the first committed and skips it.
                 let sql = format!(
-                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
+                    "UPDATE subscriptions SET next_attempt_at = $1 \
+                     WHERE (next_attempt_at IS NULL OR next_attempt_at <= $2) \
+                     AND (tenant, id) IN (SELECT tenant, id FROM subscriptions \
                      WHERE channel_type = 'rest-hook' \
-                     AND (next_attempt_at IS NULL OR next_attempt_at <= $1) \
+                     AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
                      AND ( (status = 'requested' AND delivery_state = 'handshake') \
                         OR (status IN ('requested', 'active', 'error') AND delivery_state = 'ready' \
                             AND (events_since_start > delivered_through \
-                                 OR (heartbeat_period IS NOT NULL AND COALESCE(last_sent_at, created_at) + heartbeat_period * 1000 <= $1))) ) \
-                     ORDER BY COALESCE(next_attempt_at, 0), tenant, id LIMIT $2"
+                                 OR (heartbeat_period IS NOT NULL AND COALESCE(last_sent_at, created_at) + heartbeat_period * 1000 <= $2))) ) \
+                     ORDER BY COALESCE(next_attempt_at, 0), tenant, id LIMIT $3) \
+                     RETURNING {SUBSCRIPTION_COLUMNS}"
                 );
-                let rows = sqlx::query(&sql).bind(now_ms).bind(limit).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(&sql).bind(lease_until_ms).bind(now_ms).bind(limit).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::subscription).collect()
+            }
+
+            async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()> {
+                sqlx::query("UPDATE subscriptions SET next_attempt_at = NULL WHERE tenant = $1 AND id = $2")
+                    .bind(&key.tenant).bind(&key.id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn release_all_claims(&self) -> StoreResult<()> {
+                // Claims are leases on rows without failures (failures set attempts >= 1 with
+                // their own retry time, which is kept).
+                sqlx::query("UPDATE subscriptions SET next_attempt_at = NULL WHERE attempts = 0")
+                    .execute(&self.pool).await?;
+                Ok(())
             }
 
             async fn handshake_result(&self, key: &SubscriptionKey, version_id: i64, outcome: Result<(), &str>, now_ms: i64) -> StoreResult<()> {
@@ -470,7 +527,7 @@ macro_rules! impl_store {
             }
 
             async fn mark_heartbeat(&self, key: &SubscriptionKey, now_ms: i64) -> StoreResult<()> {
-                sqlx::query("UPDATE subscriptions SET last_sent_at = $1 WHERE tenant = $2 AND id = $3")
+                sqlx::query("UPDATE subscriptions SET last_sent_at = $1, next_attempt_at = NULL WHERE tenant = $2 AND id = $3")
                     .bind(now_ms).bind(&key.tenant).bind(&key.id).execute(&self.pool).await?;
                 Ok(())
             }

@@ -170,8 +170,16 @@ async fn conformance(store: &dyn Store) {
     );
 
     // Delivery state: handshake first, then pending events, then nothing.
-    let due = store.due_for_delivery(2_000, 10).await.expect("due");
+    let due = store.claim_due(2_000, 3_000, 10).await.expect("due");
     assert_eq!(due.len(), 2, "both need a handshake");
+    assert!(
+        store
+            .claim_due(2_500, 3_500, 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "claimed: no second taker"
+    );
     store
         .handshake_result(&s1, 1, Ok(()), 2_000)
         .await
@@ -186,7 +194,7 @@ async fn conformance(store: &dyn Store) {
         .expect("get")
         .expect("exists");
     assert_eq!(s2_record.status, SubscriptionStatus::Error);
-    let due = store.due_for_delivery(2_000, 10).await.expect("due");
+    let due = store.claim_due(2_000, 3_000, 10).await.expect("due");
     assert_eq!(
         due.iter().map(|s| s.key.id.as_str()).collect::<Vec<_>>(),
         vec!["s1"],
@@ -208,14 +216,14 @@ async fn conformance(store: &dyn Store) {
         .expect("failure");
     assert!(
         store
-            .due_for_delivery(4_999, 10)
+            .claim_due(4_999, 6_000, 10)
             .await
             .expect("due")
             .is_empty(),
         "backing off"
     );
     assert_eq!(
-        store.due_for_delivery(5_000, 10).await.expect("due").len(),
+        store.claim_due(5_000, 6_000, 10).await.expect("due").len(),
         1
     );
     store
@@ -223,10 +231,47 @@ async fn conformance(store: &dyn Store) {
         .await
         .expect("delivered");
     assert!(store
-        .due_for_delivery(6_000, 10)
+        .claim_due(6_000, 7_000, 10)
         .await
         .expect("due")
         .is_empty());
+
+    // A claim that ends without an outcome is released; a crashed claimer's lease runs out.
+    store
+        .record_notifications(
+            &EventRecord {
+                version_id: "3".into(),
+                ..event("e3")
+            },
+            std::slice::from_ref(&s1),
+        )
+        .await
+        .expect("e3");
+    assert_eq!(
+        store.claim_due(7_000, 8_000, 10).await.expect("due").len(),
+        1
+    );
+    assert!(store
+        .claim_due(7_500, 9_000, 10)
+        .await
+        .expect("due")
+        .is_empty());
+    assert_eq!(
+        store.claim_due(8_000, 9_000, 10).await.expect("due").len(),
+        1,
+        "lease ran out"
+    );
+    store.release_claim(&s1).await.expect("release");
+    assert_eq!(
+        store.claim_due(8_100, 9_000, 10).await.expect("due").len(),
+        1,
+        "released"
+    );
+    store.release_all_claims().await.expect("release all");
+    store
+        .mark_delivered(&s1, 3, 8_200)
+        .await
+        .expect("delivered");
 
     // A client resetting to requested restarts the handshake; the log and counters stay.
     let updated = store
@@ -288,6 +333,7 @@ async fn conformance(store: &dyn Store) {
         deleted: false,
         resource: Some(json!({"id": "o1"})),
         updated_at: 1,
+        pending_event: Some("{}".into()),
     };
     assert!(store.put_resource(&v1, None).await.expect("put"));
     assert!(
@@ -311,6 +357,22 @@ async fn conformance(store: &dyn Store) {
             .expect("get"),
         Some(v2)
     );
+    // Unconfirmed publishes are listed until cleared for their exact version.
+    assert_eq!(store.pending_events(10).await.expect("pending").len(), 1);
+    store
+        .clear_pending_event("t1", "Observation", "o1", 1)
+        .await
+        .expect("clear stale");
+    assert_eq!(
+        store.pending_events(10).await.expect("pending").len(),
+        1,
+        "seq 1 is not the current version"
+    );
+    store
+        .clear_pending_event("t1", "Observation", "o1", 2)
+        .await
+        .expect("clear");
+    assert!(store.pending_events(10).await.expect("pending").is_empty());
 
     // Topics.
     let topic = json!({"resourceType": "SubscriptionTopic", "url": "http://x/t"});

@@ -104,15 +104,36 @@ impl Herald {
         let store = open_store(&settings).await?;
         let (bus, subject_prefix) = open_bus(&settings).await?;
 
+        // Recover from a crash: events of writes whose publish was never confirmed go out
+        // now; in the embedded mode (one instance by construction) delivery claims of the
+        // dead process are released instead of waiting for their lease.
+        let capture = Capture::new(Arc::clone(&store), Arc::clone(&bus), "herald-facade");
+        let republished = capture
+            .republish_pending()
+            .await
+            .context("republishing unconfirmed change events")?;
+        if republished > 0 {
+            tracing::warn!(
+                republished,
+                "published change events left unconfirmed by the previous run"
+            );
+        }
+        if mode == Mode::Embedded {
+            store
+                .release_all_claims()
+                .await
+                .context("releasing delivery claims")?;
+        }
+
         let catalog = TopicCatalog::new(Arc::clone(&store));
         let index = Arc::new(RwLock::new(SubscriptionIndex::default()));
-        let maintainer = IndexMaintainer {
+        let maintainer = Arc::new(IndexMaintainer {
             store: Arc::clone(&store),
             bus: Arc::clone(&bus),
             catalog: catalog.clone(),
             index: Arc::clone(&index),
             full_reload_every: Duration::from_secs(60),
-        };
+        });
         let loaded = maintainer
             .load_all()
             .await
@@ -131,7 +152,10 @@ impl Herald {
         let shutdown = CancellationToken::new();
         let delivery_wake = Arc::new(Notify::new());
         let mut tasks = Vec::new();
-        tasks.push(("index", tokio::spawn(maintainer.run(shutdown.clone()))));
+        tasks.push((
+            "index",
+            tokio::spawn(Arc::clone(&maintainer).run(shutdown.clone())),
+        ));
 
         let consumer = bus
             .consumer()
@@ -163,6 +187,7 @@ impl Herald {
             error_after_failures: d.error_after_failures,
             poll_interval: Duration::from_millis(d.poll_interval_ms),
             default_max_count: d.default_max_count,
+            claim_lease: Duration::from_secs(150),
         };
         let worker = RestHookWorker::new(
             Arc::clone(&store),
@@ -175,7 +200,8 @@ impl Herald {
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             bus: Arc::clone(&bus),
-            capture: Capture::new(Arc::clone(&store), Arc::clone(&bus), "herald-facade"),
+            capture,
+            index: maintainer,
             catalog,
             base_url: base_url.clone(),
             tenant: settings.tenant.clone(),

@@ -286,3 +286,64 @@ async fn malformed_events_on_the_embedded_bus_are_dead_lettered() {
     assert!(dead[0].2.contains("schema"), "{}", dead[0].2);
     hub.stop().await;
 }
+
+/// A write that died between reserving its version and confirming its publish (simulated by
+/// leaving the reservation pending in storage) is published when Herald starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_publish_is_completed_at_the_next_start() {
+    use herald_store::Store;
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let settings = hub.settings.clone();
+    let receiver = Receiver::start().await;
+    let (_, sub) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/crash"), "id-only"),
+        )
+        .await;
+    hub.wait_for_status(sub["id"].as_str().expect("id"), "active")
+        .await;
+    hub.stop().await;
+
+    // What a crash right after the reservation leaves behind.
+    let store = herald_store::SqliteStore::open(&settings.data_dir.join("herald.sqlite"))
+        .await
+        .expect("store");
+    let mut resource = lab_observation("1", "final");
+    resource["id"] = json!("crashed");
+    let event = herald_fhir::ChangeEvent::from_value(json!({
+        "event_id": "reserved-then-crashed", "tenant": "default", "action": "create",
+        "resource_type": "Observation", "resource_id": "crashed", "version": "1",
+        "time": "2026-11-24T09:00:00Z", "source": "herald-facade", "resource": resource
+    }))
+    .expect("event");
+    let reserved = herald_store::StoredResource {
+        tenant: "default".into(),
+        resource_type: "Observation".into(),
+        id: "crashed".into(),
+        seq: 1,
+        version_id: "1".into(),
+        deleted: false,
+        resource: event.resource.clone(),
+        updated_at: 0,
+        pending_event: Some(serde_json::to_string(&event).expect("json")),
+    };
+    assert!(store.put_resource(&reserved, None).await.expect("reserve"));
+    drop(store);
+
+    let hub = TestHub::start_with(settings).await;
+    let events = receiver.wait_for("/crash", 1, is_event).await;
+    assert_eq!(events[0].event_numbers(), vec![1]);
+    assert!(events[0].body.windows(7).any(|w| w == b"crashed"));
+    // And a later write of the same resource is version 2 with the crashed one as previous.
+    let mut next = lab_observation("1", "amended");
+    next["id"] = json!("crashed");
+    let (status, body) = hub.put("/Observation/crashed", &next).await;
+    assert_eq!(
+        (status.as_u16(), body["meta"]["versionId"].as_str()),
+        (200, Some("2")),
+        "{body}"
+    );
+    receiver.wait_for("/crash", 2, is_event).await;
+    hub.stop().await;
+}

@@ -193,3 +193,46 @@ async fn gone_turns_a_subscription_off() {
     );
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_is_counted_after_subscription_end() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let mut subscription = topic_subscription(LAB_TOPIC, &[], &receiver.url("/end"), "id-only");
+    let end = chrono::Utc::now() + chrono::Duration::seconds(2);
+    subscription["end"] = json!(end.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let (status, created) = hub.post("/Subscription", &subscription).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    hub.wait_for_status(&id, "active").await;
+    hub.post("/Observation", &lab_observation("1", "final"))
+        .await;
+    receiver.wait_for("/end", 1, is_event).await;
+    tokio::time::sleep_until(
+        tokio::time::Instant::now()
+            + (end - chrono::Utc::now()).to_std().unwrap_or_default()
+            + Duration::from_millis(200),
+    )
+    .await;
+    hub.post("/Observation", &lab_observation("1", "final"))
+        .await;
+    // A later write to a subscription still in force shows the pipeline moved past it.
+    let (_, other) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/other"), "id-only"),
+        )
+        .await;
+    hub.wait_for_status(other["id"].as_str().expect("id"), "active")
+        .await;
+    hub.post("/Observation", &lab_observation("2", "final"))
+        .await;
+    receiver.wait_for("/other", 1, is_event).await;
+    let (_, status_bundle) = hub.get(&format!("/Subscription/{id}/$status")).await;
+    let text = status_bundle.to_string();
+    assert!(
+        text.contains("\"events-since-subscription-start\",\"valueString\":\"1\""),
+        "{text}"
+    );
+    hub.stop().await;
+}

@@ -24,6 +24,7 @@ CREATE TABLE subscriptions (
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX subscriptions_status ON subscriptions (status);
+CREATE INDEX subscriptions_due ON subscriptions (channel_type, next_attempt_at);
 
 CREATE TABLE topics (
     tenant      TEXT NOT NULL,
@@ -46,6 +47,9 @@ CREATE TABLE resources (
     deleted        BIGINT NOT NULL,
     resource       TEXT,
     updated_at     BIGINT NOT NULL,
+    -- The change event of a write whose publish is not yet confirmed; republished before the
+    -- next write of this resource and at start, so a crash between the two loses nothing.
+    pending_event  TEXT,
     PRIMARY KEY (tenant, resource_type, id)
 );
 
