@@ -5,6 +5,8 @@
 //! `HERALD_TEST_NATS_URL` (defaults: the local servers). A missing server fails the test;
 //! nothing is skipped.
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};

@@ -369,10 +369,18 @@ impl RestHookWorker {
     }
 
     async fn send(&self, spec: &SubscriptionSpec, request: OutgoingRequest) -> Attempt {
+        let lease_margin = self
+            .inner
+            .config
+            .claim_lease
+            .saturating_sub(Duration::from_secs(5))
+            .max(Duration::from_secs(1));
+        // An attempt never outlives the claim on its subscription.
         let timeout = spec
             .timeout
             .map(|s| Duration::from_secs(u64::from(s)))
-            .unwrap_or(self.inner.config.default_timeout);
+            .unwrap_or(self.inner.config.default_timeout)
+            .min(lease_margin);
         let mut builder = self
             .inner
             .http

@@ -17,6 +17,7 @@
 //! - `herald-capture`: write facade and ingest.
 //! - `herald-api`: the FHIR REST API.
 
+pub mod cli;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -187,7 +188,7 @@ impl Herald {
             error_after_failures: d.error_after_failures,
             poll_interval: Duration::from_millis(d.poll_interval_ms),
             default_max_count: d.default_max_count,
-            claim_lease: Duration::from_secs(150),
+            claim_lease: Duration::from_secs(d.claim_lease_secs),
         };
         let worker = RestHookWorker::new(
             Arc::clone(&store),

@@ -53,6 +53,9 @@ pub struct DeliverySettings {
     pub retry_schedule_secs: Vec<u64>,
     pub default_max_count: u32,
     pub poll_interval_ms: u64,
+    /// How long a subscription claimed for delivery stays claimed if its instance dies;
+    /// attempts are cut short before it runs out.
+    pub claim_lease_secs: u64,
 }
 
 impl Default for Settings {
@@ -102,6 +105,7 @@ impl Default for DeliverySettings {
                 .collect(),
             default_max_count: d.default_max_count,
             poll_interval_ms: u64::try_from(d.poll_interval.as_millis()).unwrap_or(500),
+            claim_lease_secs: d.claim_lease.as_secs(),
         }
     }
 }
@@ -157,6 +161,12 @@ impl Settings {
         if self.delivery.max_concurrency == 0 {
             return Err(SettingsError::Invalid(
                 "delivery.max_concurrency must be at least 1".into(),
+            ));
+        }
+        if self.delivery.claim_lease_secs <= self.delivery.default_timeout_secs {
+            return Err(SettingsError::Invalid(
+                "delivery.claim_lease_secs must be longer than delivery.default_timeout_secs"
+                    .into(),
             ));
         }
         if self.delivery.retry_schedule_secs.is_empty() {

@@ -2,4 +2,5 @@
 
 mod capture;
 mod delivery;
+mod faults;
 mod spine;
