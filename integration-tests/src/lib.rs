@@ -95,6 +95,13 @@ impl TestHub {
     }
 
     pub async fn start_with(settings: Settings) -> Self {
+        // HERALD_TEST_LOG=<filter> shows the hub's logs while debugging a test.
+        if let Ok(filter) = std::env::var("HERALD_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let herald = Herald::start(settings.clone())
             .await
             .expect("Herald starts");

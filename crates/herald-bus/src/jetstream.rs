@@ -72,6 +72,38 @@ impl std::fmt::Debug for JetStreamBus {
 }
 
 impl JetStreamBus {
+    /// Creates (or finds) the durable consumer and opens a message stream on it.
+    async fn open_messages(&self) -> BusResult<consumer::pull::Stream> {
+        let stream = self
+            .context
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(nats("get stream"))?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &self.config.consumer,
+                consumer::pull::Config {
+                    durable_name: Some(self.config.consumer.clone()),
+                    filter_subject: format!("{}.>", self.config.subject_prefix),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_deliver: -1,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats("create consumer"))?;
+        consumer
+            .stream()
+            .max_messages_per_batch(256)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+            .map_err(nats("consume"))
+    }
+
     /// Connects, creates the streams if missing and starts relaying control notices.
     pub async fn connect(config: JetStreamConfig) -> BusResult<Self> {
         let client = async_nats::ConnectOptions::new()
@@ -81,7 +113,11 @@ impl JetStreamBus {
             .connect(&config.url)
             .await
             .map_err(nats("connect"))?;
-        let context = jetstream::new(client.clone());
+        // A publish waits at most this long for its ack: a write facing a NATS outage fails
+        // fast (the client retries) instead of hanging.
+        let context = jetstream::context::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build(client.clone());
         context
             .get_or_create_stream(stream::Config {
                 name: config.stream.clone(),
@@ -160,37 +196,10 @@ impl ChangeEventBus for JetStreamBus {
     }
 
     async fn consumer(&self) -> BusResult<Box<dyn ChangeEventConsumer>> {
-        let stream = self
-            .context
-            .get_stream(&self.config.stream)
-            .await
-            .map_err(nats("get stream"))?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &self.config.consumer,
-                consumer::pull::Config {
-                    durable_name: Some(self.config.consumer.clone()),
-                    filter_subject: format!("{}.>", self.config.subject_prefix),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_deliver: -1,
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(nats("create consumer"))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(256)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-            .map_err(nats("consume"))?;
+        let messages = self.open_messages().await?;
         Ok(Box::new(JetStreamConsumer {
             bus: self.clone(),
-            messages,
+            messages: Some(messages),
         }))
     }
 
@@ -220,16 +229,34 @@ impl ChangeEventBus for JetStreamBus {
 
 struct JetStreamConsumer {
     bus: JetStreamBus,
-    messages: consumer::pull::Stream,
+    /// `None` after an error: reopened on the next call (the durable consumer keeps its
+    /// place, so nothing is skipped; unacked messages are redelivered).
+    messages: Option<consumer::pull::Stream>,
 }
 
 #[async_trait]
 impl ChangeEventConsumer for JetStreamConsumer {
     async fn next(&mut self, wait: Duration) -> BusResult<Option<BusMessage>> {
-        let next = match tokio::time::timeout(wait, self.messages.next()).await {
+        if self.messages.is_none() {
+            self.messages = Some(self.bus.open_messages().await?);
+        }
+        let Some(messages) = self.messages.as_mut() else {
+            return Ok(None);
+        };
+        let next = match tokio::time::timeout(wait, messages.next()).await {
             Err(_) => return Ok(None),
-            Ok(None) => return Err(BusError::Nats("consumer stream ended".into())),
-            Ok(Some(result)) => result.map_err(nats("receive"))?,
+            Ok(None) => {
+                self.messages = None;
+                return Err(BusError::Nats("consumer stream ended; reopening".into()));
+            }
+            Ok(Some(Err(e))) => {
+                // Errors such as a missed idle heartbeat are not terminal: the stream re-issues
+                // its pull requests after a reconnect. Dropping it instead would leave its last
+                // pull request on the server, handing messages to an inbox no one reads (they
+                // would return only after ack_wait).
+                return Err(BusError::Nats(format!("receive: {e}")));
+            }
+            Ok(Some(Ok(message))) => message,
         };
         let delivery_count = next.info().map(|i| i.delivered as u64).unwrap_or(1);
         Ok(Some(BusMessage {

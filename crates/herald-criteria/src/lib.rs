@@ -1,12 +1,14 @@
 //! Herald's criteria language: compilation and evaluation of FHIR R4 search-URL
 //! criteria (`Subscription.criteria`), R4B/R5 `SubscriptionTopic` resource triggers
 //! (query criteria with previous/current semantics) and subscription filters
-//! (`filterBy` / backport filter criteria), all over resources held as
+//! (`filterBy` / backport filter criteria), FHIRPath trigger criteria (through
+//! `herald-fhirpath`) and CEL filters ([`CelFilter`]), all over resources held as
 //! `serde_json::Value`. The crate fails closed: any part of a criteria string that is
 //! not implemented is rejected at compile time with a [`CriteriaError`] naming it,
 //! and evaluation never panics. It must not know about storage, message buses or
 //! HTTP: callers hand it resources and get booleans back.
 
+mod cel;
 mod date;
 mod error;
 mod filter;
@@ -15,7 +17,8 @@ mod search;
 mod topic;
 mod values;
 
+pub use cel::CelFilter;
 pub use error::CriteriaError;
 pub use filter::SubscriptionFilters;
 pub use search::SearchQuery;
-pub use topic::{Interaction, TopicDefinition};
+pub use topic::{Interaction, TopicDefinition, CEL_CRITERIA_EXTENSION};

@@ -3,11 +3,16 @@
 //! [`filter`](crate::filter) when a Subscription's filters are compiled.
 //!
 //! Trigger semantics follow the FHIR reference implementation (fhir-candle) as specified
-//! on [`TopicDefinition::triggers`]. Event triggers and FHIRPath criteria are rejected
-//! (fail closed); `notificationShape` is accepted and ignored here.
+//! on [`TopicDefinition::triggers`]. `fhirPathCriteria` is compiled with
+//! `herald-fhirpath`; a CEL expression may be added to a trigger with the extension
+//! [`CEL_CRITERIA_EXTENSION`]. Event triggers are rejected (fail closed);
+//! `notificationShape` is accepted and ignored here.
 
 use serde_json::Value;
 
+use herald_fhirpath::Expression;
+
+use crate::cel::CelFilter;
 use crate::error::{err, CriteriaError};
 use crate::registry;
 use crate::search::SearchQuery;
@@ -31,6 +36,13 @@ impl Interaction {
     }
 }
 
+/// Extension on `SubscriptionTopic.resourceTrigger` carrying a CEL expression
+/// (`valueString`) that must also be true for the trigger to fire. The expression sees
+/// `current`, `previous` (the resource after / before the change, `null` when absent)
+/// and `event` (`{"interaction": "create"|"update"|"delete", "resourceType": ...}`).
+pub const CEL_CRITERIA_EXTENSION: &str =
+    "https://herald.health/fhir/StructureDefinition/cel-criteria";
+
 const CORE_SD_PREFIX: &str = "http://hl7.org/fhir/StructureDefinition/";
 const COMPARATORS: &[&str] = &["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
 
@@ -53,6 +65,10 @@ struct Trigger {
     /// `resultForDelete == test-passes`.
     delete_passes: bool,
     require_both: bool,
+    /// `fhirPathCriteria`, evaluated with `%current` and `%previous`.
+    fhir_path: Option<Expression>,
+    /// The [`CEL_CRITERIA_EXTENSION`] expression.
+    cel: Option<CelFilter>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,15 +134,52 @@ fn result_flag(criteria: &Value, key: &str, context: &str) -> Result<bool, Crite
     }
 }
 
+/// The CEL expression of a trigger's [`CEL_CRITERIA_EXTENSION`], if any.
+fn parse_cel_extension(trigger: &Value, ctx: &str) -> Result<Option<CelFilter>, CriteriaError> {
+    let extensions = match trigger.get("extension") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(_) => return err(format!("{ctx}.extension must be a list")),
+    };
+    let mut found = None;
+    for extension in extensions {
+        if extension.get("url").and_then(Value::as_str) != Some(CEL_CRITERIA_EXTENSION) {
+            continue;
+        }
+        if found.is_some() {
+            return err(format!(
+                "{ctx}: only one {CEL_CRITERIA_EXTENSION} extension is allowed"
+            ));
+        }
+        let Some(source) = extension.get("valueString").and_then(Value::as_str) else {
+            return err(format!(
+                "{ctx}: the {CEL_CRITERIA_EXTENSION} extension needs a valueString"
+            ));
+        };
+        found = Some(
+            CelFilter::compile(source)
+                .map_err(|e| CriteriaError::new(format!("{ctx} CEL criteria: {}", e.message())))?,
+        );
+    }
+    Ok(found)
+}
+
 fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError> {
     let ctx = format!("resourceTrigger[{index}]");
     let Some(resource) = non_empty_str(trigger, "resource") else {
         return err(format!("{ctx}.resource is required"));
     };
     let resource_type = resource_name(resource, &format!("{ctx}.resource"))?;
-    if has_content(trigger.get("fhirPathCriteria")) {
-        return err(format!("{ctx}: fhirPathCriteria is not supported yet"));
-    }
+    let fhir_path = match trigger.get("fhirPathCriteria") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(source)) if source.trim().is_empty() => None,
+        Some(Value::String(source)) => Some(
+            Expression::parse(source)
+                .map_err(|e| CriteriaError::new(format!("{ctx}.fhirPathCriteria: {e}")))?,
+        ),
+        Some(_) => return err(format!("{ctx}.fhirPathCriteria must be a string")),
+    };
+    let cel = parse_cel_extension(trigger, &ctx)?;
     let codes = string_list(
         trigger.get("supportedInteraction"),
         &format!("{ctx}.supportedInteraction"),
@@ -158,6 +211,8 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
         create_passes: false,
         delete_passes: false,
         require_both: false,
+        fhir_path,
+        cel,
     };
     if let Some(criteria) = trigger.get("queryCriteria").filter(|c| !c.is_null()) {
         let cctx = format!("{ctx}.queryCriteria");
@@ -196,8 +251,9 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
 
 impl TopicDefinition {
     /// Compiles an R4B/R5 `SubscriptionTopic` resource. See the crate docs for what is
-    /// accepted; anything unsupported (event triggers, FHIRPath criteria, unknown
-    /// search parameters in query criteria or canFilterBy) is an error.
+    /// accepted; anything unsupported (event triggers, FHIRPath criteria using
+    /// terminology functions or failing to parse, invalid CEL criteria, unknown search
+    /// parameters in query criteria or canFilterBy) is an error.
     pub fn from_resource(topic: &Value) -> Result<TopicDefinition, CriteriaError> {
         match topic.get("resourceType").and_then(Value::as_str) {
             Some("SubscriptionTopic") => {}
@@ -320,7 +376,14 @@ impl TopicDefinition {
     /// - current test (only if `current` is given): on delete it is
     ///   `resultForDelete == test-passes`; otherwise `current` evaluated on the current
     ///   resource (fails if there is none);
-    /// - both given: `requireBoth ? prev && cur : prev || cur`; one given: its result.
+    /// - both given: `requireBoth ? prev && cur : prev || cur`; one given: its result;
+    /// - `fhirPathCriteria` (if given) must also evaluate to `true`, with `%current` and
+    ///   `%previous` bound to the resources (the empty collection when absent) and the
+    ///   focus / `%resource` being the current resource (the previous one on delete).
+    ///   With `queryCriteria` as well, both must pass (fhir-candle evaluates each
+    ///   criteria form it finds and requires all of them). An evaluation error, an
+    ///   empty, `false` or non-boolean result is "no match";
+    /// - the [`CEL_CRITERIA_EXTENSION`] expression (if given) must also be `true`.
     pub fn triggers(
         &self,
         interaction: Interaction,
@@ -337,6 +400,47 @@ impl TopicDefinition {
 
 impl Trigger {
     fn fires(
+        &self,
+        interaction: Interaction,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+    ) -> bool {
+        self.query_fires(interaction, current, previous)
+            && self.fhir_path_fires(current, previous)
+            && self.cel.as_ref().is_none_or(|cel| {
+                let event = serde_json::json!({
+                    "interaction": match interaction {
+                        Interaction::Create => "create",
+                        Interaction::Update => "update",
+                        Interaction::Delete => "delete",
+                    },
+                    "resourceType": self.resource_type,
+                });
+                cel.matches(current, previous, &event)
+            })
+    }
+
+    fn fhir_path_fires(&self, current: Option<&Value>, previous: Option<&Value>) -> bool {
+        let Some(expression) = &self.fhir_path else {
+            return true;
+        };
+        let Some(root) = current.or(previous) else {
+            return false;
+        };
+        let empty = Value::Null;
+        let variables = [
+            ("current", current.unwrap_or(&empty)),
+            ("previous", previous.unwrap_or(&empty)),
+        ];
+        // Only a single `true` fires: an error, empty, `false` or a non-boolean
+        // result is no match (fail closed).
+        match expression.evaluate_with_variables(root, &variables) {
+            Ok(items) => matches!(items.as_slice(), [item] if item.to_json() == Value::Bool(true)),
+            Err(_) => false,
+        }
+    }
+
+    fn query_fires(
         &self,
         interaction: Interaction,
         current: Option<&Value>,

@@ -119,6 +119,9 @@ impl RestHookWorker {
             let lease_until = now + self.inner.config.claim_lease.as_millis() as i64;
             match self.inner.store.claim_due(now, lease_until, 512).await {
                 Ok(due) => {
+                    if !due.is_empty() {
+                        tracing::debug!(claimed = due.len(), "claimed subscriptions with due work");
+                    }
                     for record in due {
                         let key = record.key.clone();
                         let claimed = self
@@ -128,6 +131,13 @@ impl RestHookWorker {
                             .map(|mut s| s.insert(key.clone()))
                             .unwrap_or(false);
                         if !claimed {
+                            // Claimed in storage just as this instance's previous task for it
+                            // wrote its outcome and before it left the in-flight set: that
+                            // task is done with storage, so hand the claim back rather than
+                            // leave the subscription leased with no one delivering it.
+                            if let Err(e) = self.inner.store.release_claim(&key).await {
+                                tracing::warn!(id = %key.id, error = %e, "could not release a duplicate claim");
+                            }
                             continue;
                         }
                         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
@@ -291,7 +301,10 @@ impl RestHookWorker {
             classic_request(spec, &pending[0])
         };
         match self.send(spec, request).await {
-            Attempt::Delivered => store.mark_delivered(&record.key, last, now_ms()).await,
+            Attempt::Delivered => {
+                tracing::debug!(id = %record.key.id, through = last, "delivered");
+                store.mark_delivered(&record.key, last, now_ms()).await
+            }
             Attempt::Failed {
                 error,
                 retry_after,

@@ -208,3 +208,162 @@ async fn sigkill_during_a_stream_embedded() {
 async fn sigkill_during_a_stream_nats_jetstream_postgres() {
     sigkill_during_a_stream(TestMode::Production).await;
 }
+
+/// A throwaway nats-server with JetStream on a free port, restartable on the same store.
+struct ThrowawayNats {
+    child: Option<tokio::process::Child>,
+    port: u16,
+    store: std::path::PathBuf,
+}
+
+impl ThrowawayNats {
+    async fn start() -> Self {
+        let port = free_addr().port();
+        let store = herald_integration_tests::temp_dir("nats");
+        let mut nats = Self {
+            child: None,
+            port,
+            store,
+        };
+        nats.spawn().await;
+        nats
+    }
+
+    async fn spawn(&mut self) {
+        let binary = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nats-server");
+        let child = tokio::process::Command::new(binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server must be installed (see README)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill nats-server");
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// NATS is killed and restarted mid-stream: writes during the outage are refused (never
+/// acknowledged), the consumer reconnects, and every acknowledged write is delivered with
+/// gap-free numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_stream() {
+    let mut nats = ThrowawayNats::start().await;
+    let mut settings = test_settings(TestMode::Production).await;
+    settings.nats_url = Some(nats.url());
+    let hub = herald_integration_tests::TestHub::start_with(settings).await;
+    let receiver = Receiver::start().await;
+    let (_, created) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(
+                LAB_TOPIC,
+                &["Observation?patient=Patient/fault"],
+                &receiver.url("/fault"),
+                "id-only",
+            ),
+        )
+        .await;
+    hub.wait_for_status(created["id"].as_str().expect("id"), "active")
+        .await;
+
+    let base = hub.herald.base_url.clone();
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    let mut refused_during_outage = 0;
+    for i in 0..300 {
+        if i == 100 {
+            nats.kill().await;
+            // Writes while NATS is down are refused, not acknowledged.
+            for _ in 0..3 {
+                let response = http
+                    .post(format!("{base}/Observation"))
+                    .header("content-type", "application/fhir+json")
+                    .body(lab_observation("fault", "final").to_string())
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(
+                    response.status(),
+                    503,
+                    "a write that cannot be made durable is refused"
+                );
+                refused_during_outage += 1;
+            }
+            nats.spawn().await;
+        }
+        ids.push(post_until_acknowledged(&http, &base).await);
+    }
+    let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let delivered: BTreeSet<String> = received_events(&receiver)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        let missing = wanted.iter().filter(|id| !delivered.contains(**id)).count();
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let lost: Vec<usize> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| !delivered.contains(id.as_str()))
+                .map(|(i, _)| i)
+                .collect();
+            let numbers: BTreeSet<i64> = received_events(&receiver)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            let (_, status) = hub.get("/Subscription/$status").await;
+            panic!("{missing} acknowledged writes were never delivered after the NATS restart; write indices {lost:?}; numbers seen {numbers:?}; status {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let numbers: BTreeSet<i64> = received_events(&receiver)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let max = numbers.iter().max().copied().unwrap_or(0);
+    assert_eq!(
+        numbers.into_iter().collect::<Vec<_>>(),
+        (1..=max).collect::<Vec<_>>(),
+        "gap-free numbers"
+    );
+    println!("NATS restart: {} acknowledged writes delivered, {refused_during_outage} refused during the outage, numbers 1..={max}", ids.len());
+    hub.stop().await;
+    nats.kill().await;
+}

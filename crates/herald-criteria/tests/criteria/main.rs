@@ -1,6 +1,8 @@
 //! Table-driven tests of the public API over realistic R4 resources.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cel;
+mod fhirpath;
 mod fixtures;
 mod fuzz;
 mod search;
@@ -14,5 +16,6 @@ fn public_types_are_send_sync_clone() {
     check::<herald_criteria::SubscriptionFilters>();
     check::<herald_criteria::CriteriaError>();
     check::<herald_criteria::Interaction>();
+    check::<herald_criteria::CelFilter>();
     let _ = herald_criteria::SubscriptionFilters::default();
 }

@@ -1,0 +1,255 @@
+//! CEL (Common Expression Language) filters over change events, evaluated with the
+//! pinned `cel` crate. A filter sees `current` and `previous` (the resource after and
+//! before the change, `null` when absent) and `event` (a map describing the change).
+//!
+//! The `cel` crate has no evaluation step budget, and its generated parser recurses
+//! on nesting, so cost and depth are bounded here before and after parsing:
+//! - source length ≤ [`CelFilter::MAX_BYTES`];
+//! - bracket nesting (`(`, `[`, `{`) and chained `?:` ≤ [`CelFilter::MAX_NESTING`],
+//!   counted on the text (outside string literals) *before* the parser sees it;
+//! - parsed tree depth ≤ [`CelFilter::MAX_TREE_DEPTH`] (so evaluation, which also
+//!   recurses, stays shallow: `a.b.c…` or `1 + 1 + …` chains count);
+//! - at most [`CelFilter::MAX_NESTED_COMPREHENSIONS`] nested macros (`all`, `exists`,
+//!   `exists_one`, `map`, `filter`), so evaluation is at worst quadratic in the size
+//!   of the lists in the resource — CEL has no other loops.
+//!
+//! A result that is not a boolean, or an evaluation error, is "no match" (fail closed).
+
+use std::sync::{Arc, OnceLock};
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use serde_json::Value;
+
+use crate::error::{err, CriteriaError};
+
+/// A compiled CEL filter.
+#[derive(Clone)]
+pub struct CelFilter {
+    source: Arc<str>,
+    program: Arc<cel::Program>,
+}
+
+impl std::fmt::Debug for CelFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CelFilter")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+fn stdlib() -> &'static Arc<cel::Env> {
+    static ENV: OnceLock<Arc<cel::Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib()))
+}
+
+/// Deepest bracket / conditional nesting in `source`, skipping string literals.
+fn text_nesting(source: &str) -> usize {
+    let bytes = source.as_bytes();
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut conditionals = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'"' | b'\'') => {
+                let triple = bytes.get(i..i + 3) == Some(&[quote, quote, quote][..]);
+                i += if triple { 3 } else { 1 };
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if triple {
+                        if bytes.get(i..i + 3) == Some(&[quote, quote, quote][..]) {
+                            i += 3;
+                            break;
+                        }
+                    } else if bytes[i] == quote || bytes[i] == b'\n' {
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth + conditionals);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'?' => {
+                conditionals += 1;
+                deepest = deepest.max(depth + conditionals);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
+/// Depth of the parsed tree and deepest comprehension nesting, walked without
+/// recursion.
+fn tree_shape(root: &IdedExpr) -> (usize, usize) {
+    let mut stack: Vec<(&IdedExpr, usize, usize)> = vec![(root, 1, 0)];
+    let (mut deepest, mut most_comprehensions) = (0, 0);
+    while let Some((node, depth, comprehensions)) = stack.pop() {
+        deepest = deepest.max(depth);
+        most_comprehensions = most_comprehensions.max(comprehensions);
+        let next = depth + 1;
+        match &node.expr {
+            Expr::Call(call) => {
+                stack.extend(
+                    call.target
+                        .iter()
+                        .map(|t| (t.as_ref(), next, comprehensions)),
+                );
+                stack.extend(call.args.iter().map(|a| (a, next, comprehensions)));
+            }
+            Expr::Comprehension(c) => {
+                let inner = comprehensions + 1;
+                stack.push((&c.iter_range, next, comprehensions));
+                stack.push((&c.accu_init, next, comprehensions));
+                stack.push((&c.loop_cond, next, inner));
+                stack.push((&c.loop_step, next, inner));
+                stack.push((&c.result, next, comprehensions));
+            }
+            Expr::List(list) => {
+                stack.extend(list.elements.iter().map(|e| (e, next, comprehensions)))
+            }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        stack.push((&e.key, next, comprehensions));
+                        stack.push((&e.value, next, comprehensions));
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(f) => stack.push((&f.value, next, comprehensions)),
+                        EntryExpr::MapEntry(e) => {
+                            stack.push((&e.key, next, comprehensions));
+                            stack.push((&e.value, next, comprehensions));
+                        }
+                    }
+                }
+            }
+            Expr::Select(select) => stack.push((&select.operand, next, comprehensions)),
+            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+        }
+    }
+    (deepest, most_comprehensions)
+}
+
+/// Stack for the parser thread. The generated ANTLR parser descends ~10 grammar
+/// rules per nesting level with large frames: on a 2 MiB stack an unoptimised build
+/// overflows at about 12 nested parentheses. Compiling happens once per filter
+/// (subscription or topic registration), so a short-lived thread is cheap.
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
+fn compile_on_large_stack(source: &str) -> Result<cel::Program, CriteriaError> {
+    let owned = source.to_owned();
+    let parser = std::thread::Builder::new()
+        .name("cel-compile".into())
+        .stack_size(PARSER_STACK_BYTES)
+        .spawn(move || stdlib().compile(&owned).map_err(|e| e.to_string()))
+        .map_err(|e| CriteriaError::new(format!("cannot start the CEL parser: {e}")))?;
+    match parser.join() {
+        Ok(Ok(program)) => Ok(program),
+        Ok(Err(message)) => err(format!("CEL syntax error: {message}")),
+        Err(_) => err("CEL parser failed on this expression"),
+    }
+}
+
+impl CelFilter {
+    /// Longest CEL source accepted, in bytes.
+    pub const MAX_BYTES: usize = 4 * 1024;
+    /// Deepest bracket / conditional nesting accepted in the source text.
+    pub const MAX_NESTING: usize = 32;
+    /// Deepest parsed tree accepted (macros expand to a few levels each).
+    pub const MAX_TREE_DEPTH: usize = 64;
+    /// Most comprehension macros nested inside one another.
+    pub const MAX_NESTED_COMPREHENSIONS: usize = 2;
+
+    /// Compiles a CEL expression within the bounds above.
+    pub fn compile(source: &str) -> Result<CelFilter, CriteriaError> {
+        if source.trim().is_empty() {
+            return err("CEL expression is empty");
+        }
+        if source.len() > Self::MAX_BYTES {
+            return err(format!(
+                "CEL expression is {} bytes, the limit is {}",
+                source.len(),
+                Self::MAX_BYTES
+            ));
+        }
+        if text_nesting(source) > Self::MAX_NESTING {
+            return err(format!(
+                "CEL expression nests deeper than {} levels",
+                Self::MAX_NESTING
+            ));
+        }
+        let program = compile_on_large_stack(source)?;
+        let (depth, comprehensions) = tree_shape(program.expression());
+        if depth > Self::MAX_TREE_DEPTH {
+            return err(format!(
+                "CEL expression is too deep ({depth} levels, the limit is {})",
+                Self::MAX_TREE_DEPTH
+            ));
+        }
+        if comprehensions > Self::MAX_NESTED_COMPREHENSIONS {
+            return err(format!(
+                "CEL expression nests {comprehensions} list macros (all/exists/map/filter), the limit is {}",
+                Self::MAX_NESTED_COMPREHENSIONS
+            ));
+        }
+        Ok(CelFilter {
+            source: source.into(),
+            program: Arc::new(program),
+        })
+    }
+
+    /// The expression as given.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the filter evaluates to `true` with `current`, `previous` (`null`
+    /// when absent) and `event` bound. Errors and non-boolean results are `false`.
+    pub fn matches(
+        &self,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+        event: &Value,
+    ) -> bool {
+        let convert = |v: Option<&Value>| match v {
+            Some(v) => cel::to_value(v).ok(),
+            None => Some(cel::Value::Null),
+        };
+        let (Some(current), Some(previous), Some(event)) =
+            (convert(current), convert(previous), convert(Some(event)))
+        else {
+            return false;
+        };
+        let mut context = cel::Context::with_env(Arc::clone(stdlib()));
+        context.add_variable_from_value("current", current);
+        context.add_variable_from_value("previous", previous);
+        context.add_variable_from_value("event", event);
+        matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings() {
+        assert_eq!(text_nesting("a(b[c{d}])"), 3);
+        assert_eq!(text_nesting("'((((' + \"[[[\" + '''(((''' "), 0);
+        assert_eq!(text_nesting("a ? b : c ? d : e"), 2);
+        assert_eq!(text_nesting("'\\'(' + (x)"), 1);
+    }
+}
