@@ -11,7 +11,7 @@
 //! endpoint holds back only its own subscription: each delivery runs in its own task,
 //! bounded by a semaphore. This crate does not match events or speak the FHIR REST API.
 
-mod payload;
+pub mod payload;
 mod retry;
 mod worker;
 
