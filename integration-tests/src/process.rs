@@ -49,6 +49,12 @@ pub fn settings_env(settings: &Settings) -> Vec<(String, String)> {
             ),
         ]);
     }
+    if settings.auth.allow_unauthenticated {
+        env.push((
+            "HERALD_AUTH__ALLOW_UNAUTHENTICATED".to_owned(),
+            "true".to_owned(),
+        ));
+    }
     env
 }
 

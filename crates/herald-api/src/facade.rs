@@ -29,46 +29,70 @@ fn written(state: &SharedState, outcome: WriteOutcome) -> Fhir {
 
 pub async fn create(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path(resource_type): Path<String>,
     FhirJson(body): FhirJson,
 ) -> ApiResult<Fhir> {
+    crate::auth::require_unrestricted(
+        &caller,
+        &resource_type,
+        herald_security::auth::Permission::Create,
+    )?;
     let outcome = state
         .capture
-        .create(&state.tenant, &resource_type, body)
+        .create(&caller.tenant, &resource_type, body)
         .await?;
     Ok(written(&state, outcome))
 }
 
 pub async fn update(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path((resource_type, id)): Path<(String, String)>,
     FhirJson(body): FhirJson,
 ) -> ApiResult<Fhir> {
+    crate::auth::require_unrestricted(
+        &caller,
+        &resource_type,
+        herald_security::auth::Permission::Update,
+    )?;
     let outcome = state
         .capture
-        .update(&state.tenant, &resource_type, &id, body)
+        .update(&caller.tenant, &resource_type, &id, body)
         .await?;
     Ok(written(&state, outcome))
 }
 
 pub async fn delete(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path((resource_type, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    crate::auth::require_unrestricted(
+        &caller,
+        &resource_type,
+        herald_security::auth::Permission::Delete,
+    )?;
     state
         .capture
-        .delete(&state.tenant, &resource_type, &id)
+        .delete(&caller.tenant, &resource_type, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn read(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path((resource_type, id)): Path<(String, String)>,
 ) -> ApiResult<Fhir> {
+    crate::auth::require_unrestricted(
+        &caller,
+        &resource_type,
+        herald_security::auth::Permission::Read,
+    )?;
     match state
         .capture
-        .read(&state.tenant, &resource_type, &id)
+        .read(&caller.tenant, &resource_type, &id)
         .await?
     {
         Some(stored) if stored.deleted => Err(ApiError::new(
@@ -85,8 +109,13 @@ pub async fn read(
     }
 }
 
-pub async fn bundle(State(state): State<SharedState>, FhirJson(body): FhirJson) -> ApiResult<Fhir> {
-    Ok(Fhir::ok(state.capture.bundle(&state.tenant, body).await?))
+pub async fn bundle(
+    State(state): State<SharedState>,
+    caller: crate::auth::Caller,
+    FhirJson(body): FhirJson,
+) -> ApiResult<Fhir> {
+    crate::auth::require_bundle(&caller, &body)?;
+    Ok(Fhir::ok(state.capture.bundle(&caller.tenant, body).await?))
 }
 
 /// Herald is a subscription hub, not a FHIR server: it keeps only the latest version of

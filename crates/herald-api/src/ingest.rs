@@ -17,8 +17,26 @@ const MAX_EVENTS: usize = 1000;
 /// published; 202 means each is durably on the bus (duplicates by event id are reported).
 pub async fn change_events(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     FhirJson(body): FhirJson,
 ) -> ApiResult<Fhir> {
+    // Ingest is for integration engines: a system-level create grant is needed before the
+    // body is even read; the grant for each event's resource type is checked below.
+    if let Some(principal) = &caller.principal {
+        let ingests = principal.scopes.resource_scopes().iter().any(|s| {
+            s.context == herald_security::auth::Context::System
+                && s.restrictions.is_empty()
+                && s.permissions
+                    .contains(herald_security::auth::Permission::Create)
+        });
+        if !ingests {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                herald_fhir::IssueType::Forbidden,
+                "ingesting change events needs a system/<Type>.c scope",
+            ));
+        }
+    }
     let items = match body {
         Value::Array(items) => items,
         single => vec![single],
@@ -32,7 +50,12 @@ pub async fn change_events(
     for (index, item) in items.into_iter().enumerate() {
         let event = ChangeEvent::from_value(item)
             .map_err(|e| ApiError::bad_request(format!("event[{index}]: {e}")))?;
-        if event.tenant != state.tenant {
+        crate::auth::require_unrestricted(
+            &caller,
+            &event.resource_type,
+            herald_security::auth::Permission::Create,
+        )?;
+        if event.tenant != caller.tenant {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 herald_fhir::IssueType::Forbidden,

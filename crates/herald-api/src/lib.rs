@@ -7,6 +7,7 @@
 //! stored or published. Handlers hold no locks across awaits and do no matching or delivery
 //! themselves: they validate, store, announce and wake.
 
+pub mod auth;
 mod body;
 mod capability;
 pub mod error;
@@ -39,8 +40,12 @@ pub struct AppState {
     pub catalog: TopicCatalog,
     /// Public FHIR base URL, no trailing slash (e.g. `http://127.0.0.1:8080/fhir`).
     pub base_url: String,
-    /// Tenant of every request until authentication binds tenants to tokens.
+    /// Tenant of requests whose token names none (and of every request in development mode).
     pub tenant: String,
+    /// How requests are authenticated.
+    pub auth: auth::AuthMode,
+    /// Which rest-hook endpoints may be registered (and reached).
+    pub endpoint_policy: Arc<herald_security::endpoint::EndpointPolicy>,
     /// Wakes the delivery worker (e.g. a new subscription needs its handshake).
     pub delivery_wake: Arc<Notify>,
     /// `embedded` or `production`, shown in `/readyz`.
@@ -73,6 +78,7 @@ pub fn router(state: SharedState) -> Router {
             get(operations::status_instance),
         )
         .route("/Subscription/{id}/$events", get(operations::events))
+        .route("/Subscription/{id}/$resend", post(operations::resend))
         .route("/SubscriptionTopic", get(topics::list).post(topics::create))
         .route(
             "/SubscriptionTopic/{id}",

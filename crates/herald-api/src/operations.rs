@@ -56,8 +56,10 @@ fn status_bundle(state: &SharedState, records: &[SubscriptionRecord]) -> Fhir {
 /// `GET [base]/Subscription/$status?id=..&status=..` — `id` and `status` each OR-ed.
 pub async fn status_type(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<Fhir> {
+    let access = caller.require("Subscription", herald_security::auth::Permission::Read)?;
     if let Some((unknown, _)) = params.iter().find(|(k, _)| k != "id" && k != "status") {
         return Err(ApiError::bad_request(format!(
             "$status has no parameter '{unknown}' (id, status)"
@@ -69,17 +71,35 @@ pub async fn status_type(
         criteria: vec![],
         limit: Some(1000),
     };
-    let records = state
+    let records: Vec<SubscriptionRecord> = state
         .store
-        .search_subscriptions(&state.tenant, &query)
-        .await?;
+        .search_subscriptions(&caller.tenant, &query)
+        .await?
+        .into_iter()
+        .filter(|r| crate::subscriptions::visible(&access, &caller, r))
+        .collect();
     Ok(status_bundle(&state, &records))
 }
 
-async fn load(state: &SharedState, id: &str) -> ApiResult<SubscriptionRecord> {
+async fn load_visible(
+    state: &SharedState,
+    access: &herald_security::auth::Access,
+    caller: &crate::auth::Caller,
+    id: &str,
+) -> ApiResult<SubscriptionRecord> {
+    let record = load(state, &caller.tenant, id).await?;
+    if !crate::subscriptions::visible(access, caller, &record) {
+        return Err(ApiError::not_found(format!(
+            "Subscription/{id} is not known"
+        )));
+    }
+    Ok(record)
+}
+
+async fn load(state: &SharedState, tenant: &str, id: &str) -> ApiResult<SubscriptionRecord> {
     state
         .store
-        .get_subscription(&state.tenant, id)
+        .get_subscription(tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} is not known")))
 }
@@ -87,9 +107,11 @@ async fn load(state: &SharedState, id: &str) -> ApiResult<SubscriptionRecord> {
 /// `GET [base]/Subscription/[id]/$status`.
 pub async fn status_instance(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Fhir> {
-    let record = load(&state, &id).await?;
+    let access = caller.require("Subscription", herald_security::auth::Permission::Read)?;
+    let record = load_visible(&state, &access, &caller, &id).await?;
     Ok(status_bundle(&state, std::slice::from_ref(&record)))
 }
 
@@ -119,9 +141,11 @@ fn to_event(n: &NotificationRecord) -> NotificationEvent {
 /// the subscription's content level, never raise it.
 pub async fn events(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<Fhir> {
+    let access = caller.require("Subscription", herald_security::auth::Permission::Read)?;
     if let Some((unknown, _)) = params.iter().find(|(k, _)| {
         !matches!(
             k.as_str(),
@@ -132,7 +156,7 @@ pub async fn events(
             "$events has no parameter '{unknown}'"
         )));
     }
-    let record = load(&state, &id).await?;
+    let record = load_visible(&state, &access, &caller, &id).await?;
     let since = number(&params, "eventsSinceNumber")?.unwrap_or(1).max(1);
     let until = number(&params, "eventsUntilNumber")?.unwrap_or(record.events_since_start);
     if until < since {
@@ -163,7 +187,7 @@ pub async fn events(
     };
     let stored = state
         .store
-        .notifications(&state.tenant, &id, since, until, MAX_EVENTS_PER_CALL)
+        .notifications(&caller.tenant, &id, since, until, MAX_EVENTS_PER_CALL)
         .await?;
     let events: Vec<NotificationEvent> = stored.iter().map(to_event).collect();
     let ctx = StatusContext {
@@ -176,4 +200,67 @@ pub async fn events(
         error: record.error.as_deref(),
     };
     Ok(Fhir::ok(notification_bundle(&ctx, &events, content)))
+}
+
+/// `POST [base]/Subscription/[id]/$resend` (Backport 1.2.0): re-delivers stored events from
+/// `eventsSinceNumber` on, in order, through the subscription's channel. Delivery is a
+/// per-subscription cursor, so everything after the first resent event follows again too
+/// (subscribers already tolerate duplicates). Parameters come as a `Parameters` body.
+pub async fn resend(
+    State(state): State<SharedState>,
+    caller: crate::auth::Caller,
+    Path(id): Path<String>,
+    crate::body::FhirJson(body): crate::body::FhirJson,
+) -> ApiResult<Fhir> {
+    let access = caller.require("Subscription", herald_security::auth::Permission::Update)?;
+    if body.get("resourceType").and_then(serde_json::Value::as_str) != Some("Parameters") {
+        return Err(ApiError::bad_request("$resend takes a Parameters resource"));
+    }
+    let params = body
+        .get("parameter")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut since = None;
+    for p in &params {
+        match p.get("name").and_then(serde_json::Value::as_str) {
+            Some("eventsSinceNumber") => {
+                let text = p
+                    .get("valueString")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                since = Some(text.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "eventsSinceNumber must be an event number, not '{text}'"
+                    ))
+                })?);
+            }
+            Some(other) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    herald_fhir::IssueType::NotSupported,
+                    format!("$resend parameter '{other}' is not supported (eventsSinceNumber)"),
+                ))
+            }
+            None => return Err(ApiError::bad_request("every parameter needs a name")),
+        }
+    }
+    let since = since
+        .ok_or_else(|| ApiError::bad_request("$resend needs eventsSinceNumber"))?
+        .max(1);
+    let record = load_visible(&state, &access, &caller, &id).await?;
+    let key = record.key.clone();
+    let rewound = state.store.rewind_delivery(&key, since).await?;
+    state.delivery_wake.notify_one();
+    let message = if rewound {
+        format!(
+            "events {since}..{} will be delivered again, in order",
+            record.events_since_start
+        )
+    } else {
+        format!("nothing to resend: events from {since} on have not been delivered yet")
+    };
+    Ok(Fhir::ok(
+        herald_fhir::OperationOutcome::information(message).to_json(),
+    ))
 }

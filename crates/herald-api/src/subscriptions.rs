@@ -11,15 +11,17 @@ use herald_matcher::compile_subscription;
 use herald_store::{NewSubscription, SubscriptionQuery, SubscriptionRecord};
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::body::{Fhir, FhirJson};
 use crate::error::{ApiError, ApiResult};
 use crate::render;
 use crate::SharedState;
+use herald_security::auth::{Access, Permission};
 
 /// Validates fully (structure, channel, topic, filters, criteria) before anything is stored.
-async fn validate(state: &SharedState, body: &Value) -> ApiResult<SubscriptionSpec> {
+async fn validate(state: &SharedState, tenant: &str, body: &Value) -> ApiResult<SubscriptionSpec> {
     let spec = SubscriptionSpec::from_resource(body)?;
-    compile_subscription(&state.tenant, &spec, &state.catalog).await?;
+    compile_subscription(tenant, &spec, &state.catalog).await?;
     if let Some(end) = spec.end {
         if end <= chrono::Utc::now() {
             return Err(ApiError::bad_request("Subscription.end: is in the past"));
@@ -36,6 +38,97 @@ async fn validate(state: &SharedState, body: &Value) -> ApiResult<SubscriptionSp
     }
 }
 
+/// A caller limited to one patient may only subscribe within that patient's compartment:
+/// the criteria (or a topic filter) must pin `patient` / `subject` to exactly that patient.
+fn check_compartment(access: &Access, caller: &Caller, spec: &SubscriptionSpec) -> ApiResult<()> {
+    let patient = match access {
+        Access::Patient(p) => Some(p.clone()),
+        Access::User => caller.principal.as_ref().and_then(|p| p.patient.clone()),
+        Access::System => None,
+    };
+    let Some(patient) = patient else {
+        return Ok(());
+    };
+    if restricted_to_patient(spec, &patient) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        IssueType::Forbidden,
+        format!("this token is limited to Patient/{patient}: the criteria or a filter must include patient=Patient/{patient}"),
+    ))
+}
+
+fn restricted_to_patient(spec: &SubscriptionSpec, patient: &str) -> bool {
+    let queries: Vec<&str> = match &spec.kind {
+        herald_fhir::SubscriptionKind::Criteria { criteria } => {
+            vec![criteria.split_once('?').map_or("", |(_, q)| q)]
+        }
+        herald_fhir::SubscriptionKind::Topic { filters, .. } => filters
+            .iter()
+            .map(|f| f.split_once('?').map_or(f.as_str(), |(_, q)| q))
+            .collect(),
+    };
+    let reference = format!("Patient/{patient}");
+    queries.iter().flat_map(|q| q.split('&')).any(|pair| {
+        let Some((name, value)) = pair.split_once('=') else {
+            return false;
+        };
+        // `Observation.patient` form: the part after the type.
+        let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
+        let (base, modifier) = name
+            .split_once(':')
+            .map_or((name, None), |(b, m)| (b, Some(m)));
+        let pinned =
+            matches!(base, "patient" | "subject") && matches!(modifier, None | Some("Patient"));
+        pinned
+            && !value.contains(',')
+            && (value == reference
+                || (value == patient && (base == "patient" || modifier == Some("Patient"))))
+    })
+}
+
+/// Whether a caller limited to a patient may see this subscription (its criteria pinned to
+/// that patient). Others see every subscription of their tenant.
+pub(crate) fn visible(access: &Access, caller: &Caller, record: &SubscriptionRecord) -> bool {
+    match SubscriptionSpec::from_resource(&record.resource) {
+        Ok(spec) => check_compartment(access, caller, &spec).is_ok(),
+        Err(_) => matches!(access, Access::System),
+    }
+}
+
+/// The endpoint must pass the endpoint policy (no private, loopback, link-local or metadata
+/// addresses; https outside development mode), and full resources never travel over http.
+fn check_endpoint(state: &SharedState, spec: &SubscriptionSpec) -> ApiResult<()> {
+    let Some(endpoint) = &spec.endpoint else {
+        return Ok(());
+    };
+    let checked = state.endpoint_policy.check_url(endpoint).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::Security,
+            format!("Subscription.channel.endpoint: {e}"),
+        )
+    })?;
+    let full = spec.content == Some(herald_fhir::PayloadContent::FullResource)
+        || (!spec.delivers_bundles() && spec.payload.is_some());
+    // Development mode may send full resources over http to this machine only (no data
+    // leaves it); everywhere else they travel over https.
+    let local = match checked.host() {
+        herald_security::endpoint::EndpointHost::Ip(ip) => ip.is_loopback(),
+        herald_security::endpoint::EndpointHost::Domain(name) => name == "localhost",
+    };
+    let development = matches!(state.auth, crate::auth::AuthMode::Development);
+    if full && !checked.is_https() && !(development && local) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::Security,
+            "Subscription.channel.endpoint: full resources are only sent over https",
+        ));
+    }
+    Ok(())
+}
+
 /// The status Herald stores: a delivering subscription starts (again) with a handshake.
 fn initial_status(spec: &SubscriptionSpec) -> SubscriptionStatus {
     match spec.status {
@@ -45,14 +138,14 @@ fn initial_status(spec: &SubscriptionSpec) -> SubscriptionStatus {
 }
 
 fn new_subscription<'a>(
-    state: &'a SharedState,
+    tenant: &'a str,
     id: &'a str,
     body: &'a Value,
     spec: &'a SubscriptionSpec,
     status: SubscriptionStatus,
 ) -> NewSubscription<'a> {
     NewSubscription {
-        tenant: &state.tenant,
+        tenant,
         id,
         resource: body,
         status,
@@ -105,14 +198,55 @@ fn created(state: &SharedState, record: &SubscriptionRecord, status: StatusCode)
         .versioned(&record.version_id.to_string(), Some(location))
 }
 
-pub async fn create(State(state): State<SharedState>, FhirJson(body): FhirJson) -> ApiResult<Fhir> {
-    let spec = validate(&state, &body).await?;
+/// Adds a generated signing secret to a rest-hook subscription that brought none.
+/// Returns it, to be shown once in the response.
+fn ensure_signing_secret(body: &mut Value, spec: &SubscriptionSpec) -> Option<String> {
+    if spec.channel_type != herald_fhir::ChannelType::RestHook || !spec.signing_secrets.is_empty() {
+        return None;
+    }
+    let secret = herald_delivery::signing::generate_secret();
+    let channel = body.get_mut("channel")?.as_object_mut()?;
+    let extensions = channel
+        .entry("extension")
+        .or_insert_with(|| serde_json::json!([]));
+    extensions.as_array_mut()?.push(serde_json::json!({"url": herald_fhir::subscription::EXT_SIGNING_SECRET, "valueString": secret}));
+    Some(secret)
+}
+
+/// The create response: like a read, but the secrets just created are shown this once.
+fn created_with_secrets(state: &SharedState, record: &SubscriptionRecord, body: &Value) -> Fhir {
+    let mut response = created(state, record, StatusCode::CREATED);
+    if let Some(channel) = body.get("channel") {
+        response.body["channel"] = channel.clone();
+    }
+    response
+}
+
+pub async fn create(
+    State(state): State<SharedState>,
+    caller: crate::auth::Caller,
+    FhirJson(mut body): FhirJson,
+) -> ApiResult<Fhir> {
+    let access = caller.require("Subscription", Permission::Create)?;
+    let spec = validate(&state, &caller.tenant, &body).await?;
+    check_compartment(&access, &caller, &spec)?;
+    check_endpoint(&state, &spec)?;
+    if spec
+        .signing_secrets
+        .iter()
+        .any(|s| s == herald_fhir::subscription::REDACTED)
+    {
+        return Err(ApiError::bad_request(
+            "Subscription.channel.extension: a new subscription cannot carry a redacted secret",
+        ));
+    }
+    ensure_signing_secret(&mut body, &spec);
     let id = uuid::Uuid::new_v4().to_string();
     let stored = client_part(&body);
     let record = state
         .store
         .create_subscription(new_subscription(
-            &state,
+            &caller.tenant,
             &id,
             &stored,
             &spec,
@@ -121,23 +255,35 @@ pub async fn create(State(state): State<SharedState>, FhirJson(body): FhirJson) 
         .await?;
     tracing::info!(id = %id, criteria = %record.criteria, "subscription created");
     announce(&state, &record).await;
-    Ok(created(&state, &record, StatusCode::CREATED))
+    Ok(created_with_secrets(&state, &record, &body))
 }
 
-pub async fn read(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<Fhir> {
+pub async fn read(
+    State(state): State<SharedState>,
+    caller: crate::auth::Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Fhir> {
+    let access = caller.require("Subscription", herald_security::auth::Permission::Read)?;
     let record = state
         .store
-        .get_subscription(&state.tenant, &id)
+        .get_subscription(&caller.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} is not known")))?;
+    if !visible(&access, &caller, &record) {
+        return Err(ApiError::not_found(format!(
+            "Subscription/{id} is not known"
+        )));
+    }
     Ok(Fhir::ok(render::subscription(&record)).versioned(&record.version_id.to_string(), None))
 }
 
 pub async fn update(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
-    FhirJson(body): FhirJson,
+    FhirJson(mut body): FhirJson,
 ) -> ApiResult<Fhir> {
+    let access = caller.require("Subscription", Permission::Update)?;
     if !is_valid_id(&id) {
         return Err(ApiError::bad_request(format!(
             "'{id}' is not a valid FHIR id"
@@ -156,14 +302,22 @@ pub async fn update(
             ))
         }
     }
-    let spec = validate(&state, &body).await?;
+    let existing = state.store.get_subscription(&caller.tenant, &id).await?;
+    render::restore_secrets(&mut body, existing.as_ref().map(|r| &r.resource))
+        .map_err(ApiError::bad_request)?;
+    let spec = validate(&state, &caller.tenant, &body).await?;
+    check_compartment(&access, &caller, &spec)?;
+    check_endpoint(&state, &spec)?;
+    if existing.is_none() {
+        ensure_signing_secret(&mut body, &spec);
+    }
     let stored = client_part(&body);
-    let Some(current) = state.store.get_subscription(&state.tenant, &id).await? else {
+    let Some(current) = existing else {
         // Update as create, with the client's id.
         let record = state
             .store
             .create_subscription(new_subscription(
-                &state,
+                &caller.tenant,
                 &id,
                 &stored,
                 &spec,
@@ -188,7 +342,13 @@ pub async fn update(
     };
     let record = state
         .store
-        .update_subscription(new_subscription(&state, &id, &stored, &spec, status))
+        .update_subscription(new_subscription(
+            &caller.tenant,
+            &id,
+            &stored,
+            &spec,
+            status,
+        ))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} was deleted meanwhile")))?;
     announce(&state, &record).await;
@@ -197,15 +357,17 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if !state.store.delete_subscription(&state.tenant, &id).await? {
+    caller.require("Subscription", herald_security::auth::Permission::Delete)?;
+    if !state.store.delete_subscription(&caller.tenant, &id).await? {
         return Err(ApiError::not_found(format!(
             "Subscription/{id} is not known"
         )));
     }
     let notice = ControlNotice::SubscriptionChanged {
-        tenant: state.tenant.clone(),
+        tenant: caller.tenant.clone(),
         id: id.clone(),
     };
     if let Err(e) = state.bus.announce(notice).await {
@@ -232,8 +394,10 @@ pub(crate) fn values(params: &[(String, String)], name: &str) -> Vec<String> {
 
 pub async fn search(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<Fhir> {
+    let access = caller.require("Subscription", herald_security::auth::Permission::Search)?;
     let known: HashMap<&str, ()> = [
         "_id", "status", "url", "criteria", "type", "_count", "_format",
     ]
@@ -271,11 +435,12 @@ pub async fn search(
     let channel_types = values(&params, "type");
     let records = state
         .store
-        .search_subscriptions(&state.tenant, &query)
+        .search_subscriptions(&caller.tenant, &query)
         .await?;
     let resources = records
         .iter()
         .filter(|r| channel_types.is_empty() || channel_types.contains(&r.channel_type))
+        .filter(|r| visible(&access, &caller, r))
         .map(|r| (r.key.id.clone(), render::subscription(r)))
         .collect();
     Ok(Fhir::ok(render::searchset(

@@ -56,9 +56,9 @@ fn validate(body: &Value) -> ApiResult<String> {
     Ok(topic.url().to_owned())
 }
 
-async fn store(state: &SharedState, id: &str, body: Value) -> ApiResult<TopicRecord> {
+async fn store(state: &SharedState, tenant: &str, id: &str, body: Value) -> ApiResult<TopicRecord> {
     let url = validate(&body)?;
-    if let Some(existing) = state.store.get_topic_by_url(&state.tenant, &url).await? {
+    if let Some(existing) = state.store.get_topic_by_url(tenant, &url).await? {
         if existing.id != id {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -72,14 +72,11 @@ async fn store(state: &SharedState, id: &str, body: Value) -> ApiResult<TopicRec
         o.remove("meta");
         o.remove("id");
     }
-    let record = state
-        .store
-        .put_topic(&state.tenant, id, &url, &body)
-        .await?;
+    let record = state.store.put_topic(tenant, id, &url, &body).await?;
     if let Err(e) = state
         .bus
         .announce(ControlNotice::TopicChanged {
-            tenant: state.tenant.clone(),
+            tenant: tenant.to_owned(),
             url,
         })
         .await
@@ -89,9 +86,17 @@ async fn store(state: &SharedState, id: &str, body: Value) -> ApiResult<TopicRec
     Ok(record)
 }
 
-pub async fn create(State(state): State<SharedState>, FhirJson(body): FhirJson) -> ApiResult<Fhir> {
+pub async fn create(
+    State(state): State<SharedState>,
+    caller: crate::auth::Caller,
+    FhirJson(body): FhirJson,
+) -> ApiResult<Fhir> {
+    caller.require(
+        "SubscriptionTopic",
+        herald_security::auth::Permission::Create,
+    )?;
     let id = uuid::Uuid::new_v4().to_string();
-    let record = store(&state, &id, body).await?;
+    let record = store(&state, &caller.tenant, &id, body).await?;
     let location = format!(
         "{}/SubscriptionTopic/{}/_history/{}",
         state.base_url, record.id, record.version_id
@@ -103,9 +108,14 @@ pub async fn create(State(state): State<SharedState>, FhirJson(body): FhirJson) 
 
 pub async fn update(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
     FhirJson(body): FhirJson,
 ) -> ApiResult<Fhir> {
+    caller.require(
+        "SubscriptionTopic",
+        herald_security::auth::Permission::Update,
+    )?;
     if !is_valid_id(&id) || builtin_by_id(&id).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -120,12 +130,12 @@ pub async fn update(
             )));
         }
     }
-    let existed = state.store.get_topic(&state.tenant, &id).await?;
+    let existed = state.store.get_topic(&caller.tenant, &id).await?;
     if let Some(existing) = &existed {
         // Changing the url would orphan subscriptions that name the old one.
         let in_use = state
             .store
-            .count_subscriptions_with_criteria(&state.tenant, &existing.url)
+            .count_subscriptions_with_criteria(&caller.tenant, &existing.url)
             .await?;
         if in_use > 0 && body.get("url") != Some(&json!(existing.url)) {
             return Err(ApiError::new(
@@ -138,7 +148,7 @@ pub async fn update(
             ));
         }
     }
-    let record = store(&state, &id, body).await?;
+    let record = store(&state, &caller.tenant, &id, body).await?;
     let status = if existed.is_some() {
         StatusCode::OK
     } else {
@@ -149,24 +159,36 @@ pub async fn update(
         .versioned(&record.version_id.to_string(), None))
 }
 
-pub async fn read(State(state): State<SharedState>, Path(id): Path<String>) -> ApiResult<Fhir> {
+pub async fn read(
+    State(state): State<SharedState>,
+    caller: crate::auth::Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Fhir> {
+    caller.require("SubscriptionTopic", herald_security::auth::Permission::Read)?;
     if let Some(builtin) = builtin_by_id(&id) {
         return Ok(Fhir::ok(builtin.clone()));
     }
     let record = state
         .store
-        .get_topic(&state.tenant, &id)
+        .get_topic(&caller.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("SubscriptionTopic/{id} is not known")))?;
     Ok(Fhir::ok(render(&record)).versioned(&record.version_id.to_string(), None))
 }
 
-pub async fn list(State(state): State<SharedState>) -> ApiResult<Fhir> {
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: crate::auth::Caller,
+) -> ApiResult<Fhir> {
+    caller.require(
+        "SubscriptionTopic",
+        herald_security::auth::Permission::Search,
+    )?;
     let mut resources: Vec<(String, Value)> = builtin_topics()
         .iter()
         .map(|t| (t["id"].as_str().unwrap_or_default().to_owned(), t.clone()))
         .collect();
-    for record in state.store.list_topics(&state.tenant).await? {
+    for record in state.store.list_topics(&caller.tenant).await? {
         resources.push((record.id.clone(), render(&record)));
     }
     Ok(Fhir::ok(searchset(
@@ -178,8 +200,13 @@ pub async fn list(State(state): State<SharedState>) -> ApiResult<Fhir> {
 
 pub async fn delete(
     State(state): State<SharedState>,
+    caller: crate::auth::Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    caller.require(
+        "SubscriptionTopic",
+        herald_security::auth::Permission::Delete,
+    )?;
     if builtin_by_id(&id).is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -189,12 +216,12 @@ pub async fn delete(
     }
     let record = state
         .store
-        .get_topic(&state.tenant, &id)
+        .get_topic(&caller.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("SubscriptionTopic/{id} is not known")))?;
     let in_use = state
         .store
-        .count_subscriptions_with_criteria(&state.tenant, &record.url)
+        .count_subscriptions_with_criteria(&caller.tenant, &record.url)
         .await?;
     if in_use > 0 {
         return Err(ApiError::new(
@@ -205,11 +232,11 @@ pub async fn delete(
             ),
         ));
     }
-    state.store.delete_topic(&state.tenant, &id).await?;
+    state.store.delete_topic(&caller.tenant, &id).await?;
     if let Err(e) = state
         .bus
         .announce(ControlNotice::TopicChanged {
-            tenant: state.tenant.clone(),
+            tenant: caller.tenant.clone(),
             url: record.url,
         })
         .await

@@ -13,6 +13,7 @@
 
 pub mod payload;
 mod retry;
+pub mod signing;
 mod worker;
 
 pub use retry::RetrySchedule;

@@ -10,6 +10,8 @@ use herald_store::{NotificationRecord, SubscriptionRecord};
 /// An HTTP request to make.
 #[derive(Debug, Clone)]
 pub struct OutgoingRequest {
+    /// `webhook-id`: the same for every attempt at the same message.
+    pub msg_id: String,
     pub method: reqwest::Method,
     pub url: String,
     pub content_type: Option<String>,
@@ -54,7 +56,24 @@ pub fn bundle_request(
     };
     let events: Vec<NotificationEvent> = events.iter().map(to_notification_event).collect();
     let bundle = notification_bundle(&ctx, &events, content);
+    let msg_id = match (kind, events.first(), events.last()) {
+        (NotificationType::EventNotification, Some(first), Some(last)) => {
+            format!(
+                "ev_{}_{}_{}",
+                record.key.id, first.event_number, last.event_number
+            )
+        }
+        (NotificationType::Handshake, _, _) => {
+            format!("hs_{}_{}", record.key.id, record.version_id)
+        }
+        _ => format!(
+            "hb_{}_{}",
+            record.key.id,
+            chrono::Utc::now().timestamp_millis()
+        ),
+    };
     OutgoingRequest {
+        msg_id,
         method: reqwest::Method::POST,
         url: endpoint(spec),
         content_type: Some(
@@ -66,6 +85,13 @@ pub fn bundle_request(
     }
 }
 
+fn msg_id(notification: &NotificationRecord) -> String {
+    format!(
+        "ev_{}_{}",
+        notification.event.event_id, notification.event_number
+    )
+}
+
 /// R4 classic rest-hook: no payload → a POST with no body to the endpoint; with a payload →
 /// the resource sent as an update, `PUT [endpoint]/[Type]/[id]` (as HAPI and Firely do).
 pub fn classic_request(
@@ -74,6 +100,7 @@ pub fn classic_request(
 ) -> OutgoingRequest {
     match (&spec.payload, &notification.event.resource) {
         (Some(mime), Some(resource)) => OutgoingRequest {
+            msg_id: msg_id(notification),
             method: reqwest::Method::PUT,
             url: format!(
                 "{}/{}/{}",
@@ -85,6 +112,7 @@ pub fn classic_request(
             body: serde_json::to_vec(resource).unwrap_or_default(),
         },
         _ => OutgoingRequest {
+            msg_id: msg_id(notification),
             method: reqwest::Method::POST,
             url: endpoint(spec),
             content_type: None,

@@ -33,6 +33,8 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// Events per bundle when the subscription sets no `maxCount`.
     pub default_max_count: u32,
+    /// Which endpoints may be reached; checked again on every connection (DNS rebinding).
+    pub endpoint_policy: std::sync::Arc<herald_security::endpoint::EndpointPolicy>,
     /// How long a claimed subscription stays claimed if its deliverer dies; longer than the
     /// longest attempt (timeouts are capped at 120 s).
     pub claim_lease: Duration,
@@ -49,6 +51,9 @@ impl Default for DeliveryConfig {
             poll_interval: Duration::from_millis(500),
             default_max_count: 1,
             claim_lease: Duration::from_secs(150),
+            endpoint_policy: std::sync::Arc::new(
+                herald_security::endpoint::EndpointPolicy::production(),
+            ),
         }
     }
 }
@@ -93,6 +98,11 @@ impl RestHookWorker {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(32)
             .connect_timeout(Duration::from_secs(5))
+            // Every connection resolves through the endpoint policy; no proxy may hide the target.
+            .dns_resolver(Arc::new(herald_security::endpoint::PolicyResolver::new(
+                Arc::clone(&config.endpoint_policy),
+            )))
+            .no_proxy()
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -404,6 +414,21 @@ impl RestHookWorker {
         }
         if let Some(content_type) = &request.content_type {
             builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        let keys: Vec<Vec<u8>> = spec
+            .signing_secrets
+            .iter()
+            .filter_map(|s| herald_fhir::subscription::signing_key(s))
+            .collect();
+        if !keys.is_empty() {
+            let timestamp = chrono::Utc::now().timestamp();
+            builder = builder
+                .header("webhook-id", &request.msg_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    crate::signing::signature(&keys, &request.msg_id, timestamp, &request.body),
+                );
         }
         match builder.body(request.body).send().await {
             Ok(response) if response.status().is_success() => Attempt::Delivered,

@@ -26,6 +26,12 @@ pub const EXT_MAX_COUNT: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-max-count";
 pub const EXT_CHANNEL_TYPE: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-channel-type";
+/// Herald's extension on `Subscription.channel` carrying a Standard Webhooks signing secret
+/// (`whsec_` + base64 of 24–64 bytes). Several during key rotation: each signs.
+pub const EXT_SIGNING_SECRET: &str =
+    "https://herald.health/fhir/StructureDefinition/webhook-signing-secret";
+/// What secrets and header values are replaced by when a Subscription is read back.
+pub const REDACTED: &str = "***";
 pub const PROFILE_BACKPORT_SUBSCRIPTION: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription";
 
@@ -161,6 +167,8 @@ pub struct SubscriptionSpec {
     pub timeout: Option<u32>,
     pub max_count: Option<u32>,
     pub end: Option<DateTime<Utc>>,
+    /// Standard Webhooks signing secrets (`whsec_...`), newest first.
+    pub signing_secrets: Vec<String>,
 }
 
 /// Why a Subscription was refused; rendered as an `OperationOutcome`.
@@ -307,6 +315,7 @@ impl SubscriptionSpec {
         let mut heartbeat_period = None;
         let mut timeout = None;
         let mut max_count = None;
+        let mut signing_secrets = Vec::new();
         for (url, ext) in extensions(Some(channel), "Subscription.channel.extension")? {
             let at = "Subscription.channel.extension";
             match url {
@@ -320,6 +329,16 @@ impl SubscriptionSpec {
                         return Err(invalid(at, "backport-max-count must be at least 1"));
                     }
                     max_count = Some(n);
+                }
+                EXT_SIGNING_SECRET => {
+                    let secret = ext
+                        .get("valueString")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    if secret != REDACTED && signing_key(secret).is_none() {
+                        return Err(invalid(at, "webhook-signing-secret must be whsec_ followed by base64 of 24 to 64 bytes"));
+                    }
+                    signing_secrets.push(secret.to_owned());
                 }
                 other => {
                     return Err(unsupported(
@@ -427,6 +446,7 @@ impl SubscriptionSpec {
             timeout,
             max_count,
             end,
+            signing_secrets,
         };
         spec.check_channel()?;
         Ok(spec)
@@ -706,6 +726,16 @@ pub fn check_endpoint_syntax(endpoint: &str) -> SpecResult<()> {
         ));
     }
     Ok(())
+}
+
+/// The key bytes of a `whsec_` secret, if it is well formed (24–64 bytes).
+pub fn signing_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = secret.strip_prefix("whsec_")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    (24..=64).contains(&bytes.len()).then_some(bytes)
 }
 
 /// Whether `url` names a Backport IG structure definition.

@@ -144,6 +144,17 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: i64,
     ) -> StoreResult<Vec<SubscriptionRecord>>;
+    /// `$resend`: delivery continues from event `from` (inclusive) again. Returns false if
+    /// nothing changed (unknown subscription or `from` not yet delivered).
+    async fn rewind_delivery(&self, key: &SubscriptionKey, from: i64) -> StoreResult<bool>;
+    /// Retention: removes notifications that were delivered and are older than `before_ms`
+    /// or further than `keep_per_subscription` behind the newest; never an undelivered one.
+    /// Then removes change events no notification refers to. Returns rows removed.
+    async fn prune_notifications(
+        &self,
+        before_ms: i64,
+        keep_per_subscription: i64,
+    ) -> StoreResult<u64>;
     /// Ends a claim without an outcome (nothing turned out to be due).
     async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()>;
     /// Ends every claim. Only for a single instance at start (the embedded mode).

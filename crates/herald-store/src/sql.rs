@@ -483,6 +483,39 @@ macro_rules! impl_store {
                 rows.iter().map(Self::subscription).collect()
             }
 
+            async fn rewind_delivery(&self, key: &SubscriptionKey, from: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE subscriptions SET delivered_through = $1, attempts = 0, next_attempt_at = NULL \
+                     WHERE tenant = $2 AND id = $3 AND delivered_through > $1",
+                )
+                .bind(from - 1).bind(&key.tenant).bind(&key.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn prune_notifications(&self, before_ms: i64, keep_per_subscription: i64) -> StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                let notifications = sqlx::query(
+                    "DELETE FROM notifications WHERE EXISTS (SELECT 1 FROM subscriptions s \
+                     WHERE s.tenant = notifications.tenant AND s.id = notifications.subscription_id \
+                     AND notifications.event_number <= s.delivered_through \
+                     AND (notifications.created_at < $1 OR notifications.event_number <= s.events_since_start - $2))",
+                )
+                .bind(before_ms).bind(keep_per_subscription)
+                .execute(&mut *tx)
+                .await?;
+                let events = sqlx::query(
+                    "DELETE FROM change_events WHERE recorded_at < $1 AND NOT EXISTS (SELECT 1 FROM notifications n \
+                     WHERE n.tenant = change_events.tenant AND n.event_id = change_events.event_id)",
+                )
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(notifications.rows_affected() + events.rows_affected())
+            }
+
             async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()> {
                 sqlx::query("UPDATE subscriptions SET next_attempt_at = NULL WHERE tenant = $1 AND id = $2")
                     .bind(&key.tenant).bind(&key.id).execute(&self.pool).await?;

@@ -273,6 +273,36 @@ async fn conformance(store: &dyn Store) {
         .await
         .expect("delivered");
 
+    // $resend rewinds delivery; retention never removes what is undelivered.
+    assert!(store.rewind_delivery(&s1, 2).await.expect("rewind"));
+    assert_eq!(
+        store
+            .get_subscription("t1", "s1")
+            .await
+            .expect("get")
+            .expect("s1")
+            .delivered_through,
+        1
+    );
+    assert!(
+        !store.rewind_delivery(&s1, 5).await.expect("rewind"),
+        "nothing delivered from 5 on"
+    );
+    let removed = store.prune_notifications(i64::MAX, 0).await.expect("prune");
+    assert!(removed >= 1, "event 1 was delivered and can go");
+    let left: Vec<i64> = store
+        .notifications("t1", "s1", 1, 10, 100)
+        .await
+        .expect("log")
+        .iter()
+        .map(|n| n.event_number)
+        .collect();
+    assert_eq!(left, vec![2, 3]);
+    store
+        .mark_delivered(&s1, 3, 8_300)
+        .await
+        .expect("delivered");
+
     // A client resetting to requested restarts the handshake; the log and counters stay.
     let updated = store
         .update_subscription(NewSubscription {

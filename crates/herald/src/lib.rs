@@ -88,6 +88,62 @@ async fn open_bus(settings: &Settings) -> anyhow::Result<(Arc<dyn ChangeEventBus
     }
 }
 
+/// Authentication and the endpoint policy from settings. Without an issuer: development
+/// mode, announced loudly.
+async fn build_auth(
+    settings: &Settings,
+) -> anyhow::Result<(
+    herald_api::auth::AuthMode,
+    Arc<herald_security::endpoint::EndpointPolicy>,
+)> {
+    use herald_security::auth::{JwksFetcher, KeySet, TokenValidator, TokenValidatorConfig};
+    use herald_security::endpoint::EndpointPolicy;
+    let a = &settings.auth;
+    let Some(issuer) = &a.issuer else {
+        tracing::warn!("DEVELOPMENT MODE: no auth.issuer configured, every request is trusted; http and loopback webhook endpoints are allowed");
+        return Ok((
+            herald_api::auth::AuthMode::Development,
+            Arc::new(EndpointPolicy::development()),
+        ));
+    };
+    let mut config =
+        TokenValidatorConfig::new(issuer.clone(), a.audience.clone().unwrap_or_default());
+    if let Some(claim) = &a.tenant_claim {
+        config.tenant_claim = claim.clone();
+    }
+    let (validator, jwks) = match (&a.key_file, &a.jwks_url) {
+        (Some(file), _) => (
+            TokenValidator::from_key_file(config, file).context("reading auth.key_file")?,
+            None,
+        ),
+        (None, Some(url)) => {
+            let validator = TokenValidator::new(config, KeySet::default());
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?;
+            let fetcher = JwksFetcher::new(url, client).context("auth.jwks_url")?;
+            fetcher
+                .refresh(&validator)
+                .await
+                .context("fetching the issuer's JWKS")?;
+            (validator, Some(Arc::new(fetcher)))
+        }
+        (None, None) => anyhow::bail!("auth.issuer needs auth.jwks_url or auth.key_file"),
+    };
+    let e = &settings.endpoints;
+    let policy = EndpointPolicy::production()
+        .with_http_allowed(e.allow_http)
+        .with_allow_list(e.allow_list.iter().map(String::as_str))
+        .context("endpoints.allow_list")?;
+    Ok((
+        herald_api::auth::AuthMode::Tokens {
+            validator: Arc::new(validator),
+            jwks,
+        },
+        Arc::new(policy),
+    ))
+}
+
 /// A running Herald.
 pub struct Herald {
     pub local_addr: SocketAddr,
@@ -173,6 +229,7 @@ impl Herald {
             tokio::spawn(matcher.run(consumer, shutdown.clone())),
         ));
 
+        let (auth, endpoint_policy) = build_auth(&settings).await?;
         let d = &settings.delivery;
         let delivery_config = DeliveryConfig {
             base_url: base_url.clone(),
@@ -189,6 +246,7 @@ impl Herald {
             poll_interval: Duration::from_millis(d.poll_interval_ms),
             default_max_count: d.default_max_count,
             claim_lease: Duration::from_secs(d.claim_lease_secs),
+            endpoint_policy: Arc::clone(&endpoint_policy),
         };
         let worker = RestHookWorker::new(
             Arc::clone(&store),
@@ -198,11 +256,41 @@ impl Herald {
         .context("building the HTTP client")?;
         tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
 
+        let retention = settings.retention.clone();
+        let prune_store = Arc::clone(&store);
+        let prune_shutdown = shutdown.clone();
+        tasks.push((
+            "retention",
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(
+                    retention.prune_interval_secs.max(1),
+                ));
+                loop {
+                    tokio::select! {
+                        _ = prune_shutdown.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    let before = chrono::Utc::now().timestamp_millis()
+                        - i64::try_from(retention.max_age_secs.saturating_mul(1000))
+                            .unwrap_or(i64::MAX);
+                    let keep =
+                        i64::try_from(retention.max_events_per_subscription).unwrap_or(i64::MAX);
+                    match prune_store.prune_notifications(before, keep).await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "notification log pruned"),
+                        Err(e) => tracing::warn!(error = %e, "notification log pruning failed"),
+                    }
+                }
+            }),
+        ));
+
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             bus: Arc::clone(&bus),
             capture,
             index: maintainer,
+            auth,
+            endpoint_policy,
             catalog,
             base_url: base_url.clone(),
             tenant: settings.tenant.clone(),

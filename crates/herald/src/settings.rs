@@ -27,6 +27,9 @@ pub struct Settings {
     pub database_max_connections: u32,
     pub nats: NatsSettings,
     pub delivery: DeliverySettings,
+    pub retention: RetentionSettings,
+    pub auth: AuthSettings,
+    pub endpoints: EndpointSettings,
     /// `tracing` filter, e.g. `info` or `herald_delivery=debug,info`.
     pub log: String,
 }
@@ -41,6 +44,55 @@ pub struct NatsSettings {
     pub control_subject: String,
     pub duplicate_window_secs: u64,
     pub max_age_secs: u64,
+}
+
+/// OAuth 2.0 bearer tokens (SMART on FHIR). Without an issuer Herald runs in development
+/// mode: every request is trusted and http/loopback endpoints are allowed (it says so).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Expected `iss`; setting it turns authentication on.
+    pub issuer: Option<String>,
+    /// Expected `aud` (required with an issuer).
+    pub audience: Option<String>,
+    /// JWKS document URL of the issuer.
+    pub jwks_url: Option<String>,
+    /// Or a local JWKS / PEM public key file.
+    pub key_file: Option<PathBuf>,
+    /// Token claim naming the tenant (default `tenant`).
+    pub tenant_claim: Option<String>,
+    /// Production mode refuses to start without an issuer unless this is true.
+    pub allow_unauthenticated: bool,
+}
+
+/// Which rest-hook endpoints may be registered and reached (outside development mode).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointSettings {
+    /// CIDRs, IPs or exact host names let through although private.
+    pub allow_list: Vec<String>,
+    /// Allow plain http endpoints (never for full-resource content).
+    pub allow_http: bool,
+}
+
+/// How long the notification log keeps *delivered* events (for `$events` and replay).
+/// Undelivered events are never removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    pub max_age_secs: u64,
+    pub max_events_per_subscription: u64,
+    pub prune_interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 7 * 24 * 3600,
+            max_events_per_subscription: 100_000,
+            prune_interval_secs: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,6 +122,9 @@ impl Default for Settings {
             database_max_connections: 16,
             nats: NatsSettings::default(),
             delivery: DeliverySettings::default(),
+            retention: RetentionSettings::default(),
+            auth: AuthSettings::default(),
+            endpoints: EndpointSettings::default(),
             log: "info".into(),
         }
     }
@@ -161,6 +216,24 @@ impl Settings {
         if self.delivery.max_concurrency == 0 {
             return Err(SettingsError::Invalid(
                 "delivery.max_concurrency must be at least 1".into(),
+            ));
+        }
+        if let Some(issuer) = &self.auth.issuer {
+            if issuer.is_empty() || self.auth.audience.as_deref().unwrap_or("").is_empty() {
+                return Err(SettingsError::Invalid(
+                    "auth.issuer needs auth.audience".into(),
+                ));
+            }
+            if self.auth.jwks_url.is_none() && self.auth.key_file.is_none() {
+                return Err(SettingsError::Invalid(
+                    "auth.issuer needs auth.jwks_url or auth.key_file".into(),
+                ));
+            }
+        } else if matches!(self.mode()?, Mode::Production { .. })
+            && !self.auth.allow_unauthenticated
+        {
+            return Err(SettingsError::Invalid(
+                "production mode needs auth.issuer (HERALD_AUTH__ISSUER) or, knowingly, auth.allow_unauthenticated = true".into(),
             ));
         }
         if self.delivery.claim_lease_secs <= self.delivery.default_timeout_secs {
@@ -284,6 +357,7 @@ mod tests {
                 ("HERALD_DATABASE_URL", "postgres://x@127.0.0.1/db"),
                 ("HERALD_NATS__STREAM", "OTHER"),
                 ("HERALD_DELIVERY__MAX_CONCURRENCY", "8"),
+                ("HERALD_AUTH__ALLOW_UNAUTHENTICATED", "true"),
                 ("PATH", "/usr/bin"),
             ]),
         )
@@ -291,6 +365,26 @@ mod tests {
         assert!(matches!(s.mode().expect("mode"), Mode::Production { .. }));
         assert_eq!(s.nats.stream, "OTHER");
         assert_eq!(s.delivery.max_concurrency, 8);
+    }
+
+    #[test]
+    fn production_without_an_issuer_is_refused_unless_told_otherwise() {
+        let production = [
+            ("HERALD_NATS_URL", "nats://x"),
+            ("HERALD_DATABASE_URL", "postgres://x/y"),
+        ];
+        let err = Settings::load(None, &env(&production)).expect_err("needs an issuer");
+        assert!(err.to_string().contains("auth.issuer"), "{err}");
+        let issuer_without_keys = [
+            production[0],
+            production[1],
+            ("HERALD_AUTH__ISSUER", "https://idp"),
+            ("HERALD_AUTH__AUDIENCE", "herald"),
+        ];
+        assert!(
+            Settings::load(None, &env(&issuer_without_keys)).is_err(),
+            "an issuer needs keys"
+        );
     }
 
     #[test]

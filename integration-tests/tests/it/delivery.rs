@@ -236,3 +236,147 @@ async fn no_event_is_counted_after_subscription_end() {
     );
     hub.stop().await;
 }
+
+/// Standard Webhooks signatures, checked with the reference `standardwebhooks` verifier:
+/// a generated secret shown once, key rotation (two secrets, both sign), secrets and header
+/// values redacted on read and kept across a PUT of the redacted form, and `webhook-id`
+/// stable across retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_signed_per_standard_webhooks() {
+    use herald_fhir::subscription::EXT_SIGNING_SECRET;
+    let hub = fast_retry_hub().await;
+    let receiver = Receiver::start().await;
+
+    // No secret given: Herald generates one and shows it once.
+    let (status, created) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/gen"), "id-only"),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let generated = created["channel"]["extension"]
+        .as_array()
+        .and_then(|e| e.iter().find(|x| x["url"] == EXT_SIGNING_SECRET))
+        .and_then(|x| x["valueString"].as_str())
+        .expect("generated secret in the create response")
+        .to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (_, read) = hub.get(&format!("/Subscription/{id}")).await;
+    let text = read.to_string();
+    assert!(!text.contains(&generated), "the secret never appears again");
+    assert!(
+        !text.contains("test-token-123"),
+        "header values are redacted: {text}"
+    );
+    assert!(text.contains("Authorization: ***"));
+    let handshake = receiver
+        .wait_for("/gen", 1, |r| {
+            r.notification_type().as_deref() == Some("handshake")
+        })
+        .await
+        .remove(0);
+    standardwebhooks::Webhook::new(&generated)
+        .expect("secret")
+        .verify(&handshake.body, &handshake.headers)
+        .expect("handshake signature verifies");
+
+    // Two secrets during rotation: each verifies on its own.
+    let old = herald_delivery::signing::generate_secret();
+    let new = herald_delivery::signing::generate_secret();
+    let mut rotating = topic_subscription(LAB_TOPIC, &[], &receiver.url("/rot"), "id-only");
+    rotating["channel"]["extension"] = json!([{"url": EXT_SIGNING_SECRET, "valueString": new}, {"url": EXT_SIGNING_SECRET, "valueString": old}]);
+    let (status, rotating) = hub.post("/Subscription", &rotating).await;
+    assert_eq!(status, 201, "{rotating}");
+    let rot_id = rotating["id"].as_str().expect("id").to_owned();
+    hub.wait_for_status(&rot_id, "active").await;
+
+    // The receiver fails the first event attempt: the retry carries the same webhook-id.
+    receiver.respond_with(503);
+    hub.post("/Observation", &lab_observation("sig", "final"))
+        .await;
+    let failed = receiver.wait_for("/rot", 1, is_event).await.remove(0);
+    receiver.respond_with(200);
+    let attempts = receiver.wait_for("/rot", 2, is_event).await;
+    assert_eq!(
+        attempts[0].headers["webhook-id"], attempts[1].headers["webhook-id"],
+        "webhook-id stable across retries"
+    );
+    assert_eq!(
+        failed.headers["webhook-id"],
+        attempts[1].headers["webhook-id"]
+    );
+    for secret in [&old, &new] {
+        standardwebhooks::Webhook::new(secret)
+            .expect("secret")
+            .verify(&attempts[1].body, &attempts[1].headers)
+            .expect("each rotation key verifies");
+    }
+    let stranger = herald_delivery::signing::generate_secret();
+    assert!(
+        standardwebhooks::Webhook::new(&stranger)
+            .expect("secret")
+            .verify(&attempts[1].body, &attempts[1].headers)
+            .is_err(),
+        "another key does not verify"
+    );
+    let mut tampered = attempts[1].body.to_vec();
+    tampered.push(b' ');
+    assert!(
+        standardwebhooks::Webhook::new(&new)
+            .expect("secret")
+            .verify(&tampered, &attempts[1].headers)
+            .is_err(),
+        "a changed body does not verify"
+    );
+
+    // PUT back what was read (redacted): the stored secrets are kept.
+    let (_, mut current) = hub.get(&format!("/Subscription/{rot_id}")).await;
+    current["status"] = json!("requested");
+    let (status, _) = hub.put(&format!("/Subscription/{rot_id}"), &current).await;
+    assert_eq!(status, 200);
+    let handshakes = receiver
+        .wait_for("/rot", 2, |r| {
+            r.notification_type().as_deref() == Some("handshake")
+        })
+        .await;
+    standardwebhooks::Webhook::new(&old)
+        .expect("secret")
+        .verify(&handshakes[1].body, &handshakes[1].headers)
+        .expect("still signed with the stored key");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_delivers_a_range_again_in_order() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let (_, created) = hub
+        .post(
+            "/Subscription",
+            &topic_subscription(LAB_TOPIC, &[], &receiver.url("/again"), "id-only"),
+        )
+        .await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    hub.wait_for_status(&id, "active").await;
+    for patient in ["a", "b", "c"] {
+        hub.post("/Observation", &lab_observation(patient, "final"))
+            .await;
+    }
+    receiver.wait_for("/again", 3, is_event).await;
+    let parameters = json!({"resourceType": "Parameters", "parameter": [{"name": "eventsSinceNumber", "valueString": "2"}]});
+    let (status, outcome) = hub
+        .post(&format!("/Subscription/{id}/$resend"), &parameters)
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    let all = receiver.wait_for("/again", 5, is_event).await;
+    let numbers: Vec<Vec<i64>> = all.iter().map(|r| r.event_numbers()).collect();
+    assert_eq!(numbers, vec![vec![1], vec![2], vec![3], vec![2], vec![3]]);
+    let bad = json!({"resourceType": "Parameters", "parameter": [{"name": "eventsSinceInstant", "valueInstant": "2026-01-01T00:00:00Z"}]});
+    let (status, _) = hub.post(&format!("/Subscription/{id}/$resend"), &bad).await;
+    assert_eq!(
+        status, 422,
+        "unsupported parameters are refused, not ignored"
+    );
+    hub.stop().await;
+}

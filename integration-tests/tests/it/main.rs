@@ -3,4 +3,5 @@
 mod capture;
 mod delivery;
 mod faults;
+mod security;
 mod spine;

@@ -1,0 +1,170 @@
+//! Delivery benchmarks on this machine, both modes, printing figures (not a test):
+//! 1. throughput: change events ingested in batches, each matching every one of S
+//!    subscriptions; rest-hook notifications received per second by a local receiver;
+//! 2. latency at a steady offered rate (default 2,000 events/s): from the ingest request
+//!    that published an event to its notification arriving at the receiver, p50 / p99.
+//!
+//! `cargo run --release -p herald-integration-tests --bin deliver-bench -- [events] [subscriptions] [rate]`
+
+use std::time::{Duration, Instant};
+
+use herald_integration_tests::fhir::{topic_subscription, LAB_TOPIC};
+use herald_integration_tests::{test_settings, Receiver, TestHub, TestMode};
+use serde_json::{json, Value};
+
+fn event(i: usize, run: &str) -> Value {
+    json!({
+        "event_id": format!("{run}-{i}"), "tenant": "default", "action": "create",
+        "resource_type": "Observation", "resource_id": format!("{run}-{i}"), "version": "1",
+        "time": chrono::Utc::now().to_rfc3339(), "source": "bench",
+        "resource": {"resourceType": "Observation", "id": format!("{run}-{i}"), "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}, "subject": {"reference": "Patient/bench"}}
+    })
+}
+
+fn is_event(r: &herald_integration_tests::Received) -> bool {
+    r.notification_type().as_deref() == Some("event-notification")
+}
+
+async fn hub(mode: TestMode) -> TestHub {
+    let mut settings = test_settings(mode).await;
+    settings.delivery.poll_interval_ms = 50;
+    settings.delivery.max_concurrency = 64;
+    TestHub::start_with(settings).await
+}
+
+async fn subscribe(hub: &TestHub, receiver: &Receiver, count: usize, path: &str) {
+    for _ in 0..count {
+        let (status, sub) = hub
+            .post(
+                "/Subscription",
+                &topic_subscription(LAB_TOPIC, &[], &receiver.url(path), "id-only"),
+            )
+            .await;
+        assert_eq!(status, 201, "{sub}");
+        hub.wait_for_status(sub["id"].as_str().unwrap_or_default(), "active")
+            .await;
+    }
+}
+
+async fn ingest(hub: &TestHub, batch: Vec<Value>) {
+    let response = hub
+        .http
+        .post(format!(
+            "http://{}/ingest/change-events",
+            hub.herald.local_addr
+        ))
+        .json(&batch)
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(response.status(), 202);
+}
+
+async fn throughput(mode: TestMode, events: usize, subscriptions: usize) -> (usize, Duration) {
+    let hub = hub(mode).await;
+    let receiver = Receiver::start().await;
+    subscribe(&hub, &receiver, subscriptions, "/t").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let start = Instant::now();
+    for chunk in (0..events).collect::<Vec<_>>().chunks(500) {
+        ingest(&hub, chunk.iter().map(|i| event(*i, &run)).collect()).await;
+    }
+    let expected = events * subscriptions;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receiver.at("/t").iter().filter(|r| is_event(r)).count() < expected
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed();
+    let got = receiver.at("/t").iter().filter(|r| is_event(r)).count();
+    hub.stop().await;
+    (got, elapsed)
+}
+
+async fn latency(mode: TestMode, events: usize, rate: usize) -> Vec<Duration> {
+    let hub = hub(mode).await;
+    let receiver = Receiver::start().await;
+    subscribe(&hub, &receiver, 1, "/l").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    // Batches every 10 ms at the offered rate; each event's send time is its batch's start.
+    let per_batch = (rate / 100).max(1);
+    let mut sent_at = Vec::with_capacity(events);
+    let start = Instant::now();
+    let mut i = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while i < events {
+        tick.tick().await;
+        let n = per_batch.min(events - i);
+        let now = Instant::now();
+        ingest(&hub, (i..i + n).map(|k| event(k, &run)).collect()).await;
+        sent_at.extend(std::iter::repeat_n(now, n));
+        i += n;
+    }
+    let offered = events as f64 / start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while receiver.at("/l").iter().filter(|r| is_event(r)).count() < events
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut samples: Vec<Duration> = receiver
+        .at("/l")
+        .iter()
+        .filter(|r| is_event(r))
+        .filter_map(|r| {
+            let focus = r.json()["entry"][1]["fullUrl"]
+                .as_str()?
+                .rsplit('-')
+                .next()?
+                .parse::<usize>()
+                .ok()?;
+            Some(r.at.saturating_duration_since(*sent_at.get(focus)?))
+        })
+        .collect();
+    samples.sort();
+    println!("    offered rate achieved: {offered:.0} events/s");
+    hub.stop().await;
+    samples
+}
+
+fn pct(samples: &[Duration], p: f64) -> String {
+    if samples.is_empty() {
+        return "n/a".into();
+    }
+    let d = samples[((samples.len() - 1) as f64 * p).round() as usize];
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let events = args.first().copied().unwrap_or(2_000);
+    let subscriptions = args.get(1).copied().unwrap_or(10);
+    let rate = args.get(2).copied().unwrap_or(2_000);
+    for (name, mode) in [
+        ("embedded", TestMode::Embedded),
+        ("nats+postgres", TestMode::Production),
+    ] {
+        let (got, elapsed) = throughput(mode, events, subscriptions).await;
+        println!(
+            "{name:14} throughput: {got} notifications ({events} events x {subscriptions} subscriptions) in {:.2} s = {:.0} notifications/s",
+            elapsed.as_secs_f64(),
+            got as f64 / elapsed.as_secs_f64()
+        );
+        let samples = latency(mode, events, rate).await;
+        println!(
+            "{name:14} latency at {rate} events/s offered: {} received, p50 {}  p90 {}  p99 {}  max {}",
+            samples.len(),
+            pct(&samples, 0.5),
+            pct(&samples, 0.9),
+            pct(&samples, 0.99),
+            pct(&samples, 1.0)
+        );
+    }
+}
