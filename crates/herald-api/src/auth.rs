@@ -180,3 +180,29 @@ pub fn require_bundle(caller: &Caller, bundle: &serde_json::Value) -> Result<(),
     }
     Ok(())
 }
+
+/// Middleware for the WebSocket token endpoints: the caller must authenticate like any
+/// FHIR request; its tenant is handed on as a [`herald_websocket::BindingTenant`]. The
+/// `/ws` upgrade itself authenticates with the binding token.
+pub async fn bind_tenant(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/ws" || matches!(state.auth, AuthMode::Development) {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Err(e) = caller.require("Subscription", Permission::Read) {
+        return e.into_response();
+    }
+    let mut request = axum::extract::Request::from_parts(parts, body);
+    request
+        .extensions_mut()
+        .insert(herald_websocket::BindingTenant(caller.tenant));
+    next.run(request).await
+}

@@ -47,7 +47,9 @@ pub async fn metadata(State(state): State<SharedState>) -> ApiResult<Fhir> {
         ],
         "operation": [
             {"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
-            {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"}
+            {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"},
+            {"name": "resend", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-resend"},
+            {"name": "get-ws-binding-token", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token"}
         ]
     });
     // SubscriptionTopic is not an R4 resource type, so it cannot be listed here; topics are
@@ -78,8 +80,18 @@ pub async fn metadata(State(state): State<SharedState>) -> ApiResult<Fhir> {
         "implementationGuide": ["http://hl7.org/fhir/uv/subscriptions-backport/ImplementationGuide/hl7.fhir.uv.subscriptions-backport"],
         "rest": [{
             "mode": "server",
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket", "valueUri": websocket_url(&state.base_url)}],
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}]
         }]
     })))
+}
+
+/// `ws(s)://<host>/ws` for a base URL `http(s)://<host>/fhir`.
+fn websocket_url(base_url: &str) -> String {
+    let root = base_url.strip_suffix("/fhir").unwrap_or(base_url);
+    let root = root
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!("{root}/ws")
 }

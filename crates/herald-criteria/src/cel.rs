@@ -27,6 +27,106 @@ use crate::error::{err, CriteriaError};
 pub struct CelFilter {
     source: Arc<str>,
     program: Arc<cel::Program>,
+    /// What the expression reads of `current` and `previous`.
+    reads: Arc<Reads>,
+}
+
+/// The top-level fields of `current` / `previous` an expression reads, when it reads
+/// them only by field selection (`current.status`, `has(current.code)`); `None` when it
+/// uses the whole value (`current == previous`, `size(current)`, a macro over it, a
+/// macro variable of the same name). Converting a resource to a CEL value costs far
+/// more than evaluating a typical filter, so only those fields are converted; the
+/// result is the same because nothing else of the value is reachable.
+#[derive(Debug, Default)]
+struct Reads {
+    current: Option<Vec<String>>,
+    previous: Option<Vec<String>>,
+}
+
+impl Reads {
+    fn of(root: &IdedExpr) -> Reads {
+        let mut fields: [Option<Vec<String>>; 2] = [Some(Vec::new()), Some(Vec::new())];
+        let slot = |name: &str| match name {
+            "current" => Some(0),
+            "previous" => Some(1),
+            _ => None,
+        };
+        let mut stack: Vec<&IdedExpr> = vec![root];
+        while let Some(node) = stack.pop() {
+            match &node.expr {
+                Expr::Select(select) => match &select.operand.expr {
+                    Expr::Ident(name) => {
+                        if let Some(i) = slot(name) {
+                            if let Some(list) = &mut fields[i] {
+                                if !list.contains(&select.field) {
+                                    list.push(select.field.clone());
+                                }
+                            }
+                        }
+                    }
+                    _ => stack.push(&select.operand),
+                },
+                Expr::Ident(name) => {
+                    if let Some(i) = slot(name) {
+                        fields[i] = None;
+                    }
+                }
+                Expr::Call(call) => {
+                    stack.extend(call.target.iter().map(|t| t.as_ref()));
+                    stack.extend(call.args.iter());
+                }
+                Expr::Comprehension(c) => {
+                    let declared = [Some(&c.iter_var), c.iter_var2.as_ref(), Some(&c.accu_var)];
+                    for name in declared.into_iter().flatten() {
+                        if let Some(i) = slot(name) {
+                            fields[i] = None;
+                        }
+                    }
+                    stack.extend([
+                        &c.iter_range,
+                        &c.accu_init,
+                        &c.loop_cond,
+                        &c.loop_step,
+                        &c.result,
+                    ]);
+                }
+                Expr::List(list) => stack.extend(list.elements.iter()),
+                Expr::Map(map) => {
+                    for entry in &map.entries {
+                        if let EntryExpr::MapEntry(e) = &entry.expr {
+                            stack.extend([&e.key, &e.value]);
+                        }
+                    }
+                }
+                Expr::Struct(s) => {
+                    for entry in &s.entries {
+                        match &entry.expr {
+                            EntryExpr::StructField(f) => stack.push(&f.value),
+                            EntryExpr::MapEntry(e) => stack.extend([&e.key, &e.value]),
+                        }
+                    }
+                }
+                Expr::Unspecified | Expr::Literal(_) => {}
+            }
+        }
+        let [current, previous] = fields;
+        Reads { current, previous }
+    }
+}
+
+/// `value` as a CEL value, converting only `fields` of an object when they are known.
+fn to_cel(value: Option<&Value>, fields: Option<&[String]>) -> Option<cel::Value> {
+    match (value, fields) {
+        (None, _) => Some(cel::Value::Null),
+        (Some(Value::Object(object)), Some(fields)) => {
+            let projected: serde_json::Map<String, Value> = fields
+                .iter()
+                .filter_map(|f| object.get(f).map(|v| (f.clone(), v.clone())))
+                .collect();
+            cel::to_value(Value::Object(projected)).ok()
+        }
+        (Some(v), _) => cel::to_value(v).ok(),
+    }
 }
 
 impl std::fmt::Debug for CelFilter {
@@ -205,9 +305,11 @@ impl CelFilter {
                 Self::MAX_NESTED_COMPREHENSIONS
             ));
         }
+        let reads = Reads::of(program.expression());
         Ok(CelFilter {
             source: source.into(),
             program: Arc::new(program),
+            reads: Arc::new(reads),
         })
     }
 
@@ -224,13 +326,11 @@ impl CelFilter {
         previous: Option<&Value>,
         event: &Value,
     ) -> bool {
-        let convert = |v: Option<&Value>| match v {
-            Some(v) => cel::to_value(v).ok(),
-            None => Some(cel::Value::Null),
-        };
-        let (Some(current), Some(previous), Some(event)) =
-            (convert(current), convert(previous), convert(Some(event)))
-        else {
+        let (Some(current), Some(previous), Some(event)) = (
+            to_cel(current, self.reads.current.as_deref()),
+            to_cel(previous, self.reads.previous.as_deref()),
+            to_cel(Some(event), None),
+        ) else {
             return false;
         };
         let mut context = cel::Context::with_env(Arc::clone(stdlib()));
@@ -244,6 +344,28 @@ impl CelFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_only_selected_fields_unless_the_whole_value_is_used() {
+        let reads = |source: &str| {
+            let filter = CelFilter::compile(source).expect("compiles");
+            (filter.reads.current.clone(), filter.reads.previous.clone())
+        };
+        assert_eq!(
+            reads("current.status == 'a' && (previous == null || previous.status != 'a')"),
+            (Some(vec!["status".to_owned()]), None)
+        );
+        assert_eq!(
+            reads("has(current.code) && current.code.text == previous.id"),
+            (Some(vec!["code".to_owned()]), Some(vec!["id".to_owned()]))
+        );
+        assert_eq!(reads("size(current) > 1").0, None);
+        assert_eq!(reads("[1].exists(current, current == 1)").0, None);
+        let status = serde_json::json!({"status": "a", "other": [1, 2]});
+        let filter =
+            CelFilter::compile("current.status == 'a' && !has(current.missing)").expect("compiles");
+        assert!(filter.matches(Some(&status), None, &serde_json::json!({})));
+    }
 
     #[test]
     fn nesting_counts_brackets_outside_strings() {

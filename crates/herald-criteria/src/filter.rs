@@ -3,11 +3,10 @@
 //! notification focus, grouped by resource type (typed filters fail closed for other
 //! types).
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::error::{err, CriteriaError};
+use crate::keys::EqualityKey;
 use crate::registry;
 use crate::search::SearchQuery;
 use crate::topic::{FilterDecl, TopicDefinition};
@@ -16,9 +15,56 @@ use crate::topic::{FilterDecl, TopicDefinition};
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionFilters {
     /// Filters that named a resource type, by type.
-    typed: BTreeMap<String, Vec<SearchQuery>>,
+    typed: TypeMap<Vec<SearchQuery>>,
     /// Filters without a type, compiled once per trigger resource type.
-    untyped: Vec<BTreeMap<String, SearchQuery>>,
+    untyped: Vec<TypeMap<SearchQuery>>,
+}
+
+/// A map from resource type to `V` for the one to three types a topic has: a vector,
+/// because a `BTreeMap` allocates a node of eleven slots for one entry and a million
+/// subscriptions' filters are kept in memory.
+#[derive(Debug, Clone)]
+struct TypeMap<V>(Vec<(String, V)>);
+
+impl<V> Default for TypeMap<V> {
+    fn default() -> Self {
+        TypeMap(Vec::new())
+    }
+}
+
+impl<V> TypeMap<V> {
+    fn get(&self, resource_type: &str) -> Option<&V> {
+        self.0
+            .iter()
+            .find(|(t, _)| t == resource_type)
+            .map(|(_, v)| v)
+    }
+
+    fn contains_key(&self, resource_type: &str) -> bool {
+        self.get(resource_type).is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn get_or_insert_default(&mut self, resource_type: &str) -> &mut V
+    where
+        V: Default,
+    {
+        let position = match self.0.iter().position(|(t, _)| t == resource_type) {
+            Some(i) => i,
+            None => {
+                self.0.push((resource_type.to_owned(), V::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[position].1
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
 }
 
 impl TopicDefinition {
@@ -73,22 +119,25 @@ impl TopicDefinition {
                             ));
                         }
                         let query = self.compile_segment(typ, segment)?;
-                        compiled
-                            .typed
-                            .entry(typ.to_owned())
-                            .or_default()
-                            .push(query);
+                        compiled.typed.get_or_insert_default(typ).push(query);
                     }
                     None => {
-                        let mut per_type = BTreeMap::new();
+                        let mut per_type = TypeMap(Vec::with_capacity(trigger_types.len()));
                         for t in &trigger_types {
-                            per_type.insert(t.clone(), self.compile_segment(t, segment)?);
+                            per_type
+                                .0
+                                .push((t.clone(), self.compile_segment(t, segment)?));
                         }
                         compiled.untyped.push(per_type);
                     }
                 }
             }
         }
+        compiled.typed.shrink_to_fit();
+        for (_, queries) in &mut compiled.typed.0 {
+            queries.shrink_to_fit();
+        }
+        compiled.untyped.shrink_to_fit();
         Ok(compiled)
     }
 
@@ -162,6 +211,33 @@ impl SubscriptionFilters {
                     .get(resource_type)
                     .is_some_and(|q| q.matches(focus))
             })
+    }
+
+    /// Whether a focus of `resource_type` can pass the filters at all: false when
+    /// filters name other resource types only.
+    pub fn can_match_type(&self, resource_type: &str) -> bool {
+        (self.typed.is_empty() || self.typed.contains_key(resource_type))
+            && self
+                .untyped
+                .iter()
+                .all(|per_type| per_type.contains_key(resource_type))
+    }
+
+    /// The required equality keys for a focus of `resource_type` (see
+    /// [`EqualityKey`]), most selective first: every filter that applies to the type
+    /// must pass, so each of their keys is required.
+    pub fn equality_keys(&self, resource_type: &str) -> Vec<EqualityKey> {
+        let typed = self.typed.get(resource_type).into_iter().flatten();
+        let untyped = self
+            .untyped
+            .iter()
+            .filter_map(|per_type| per_type.get(resource_type));
+        let mut keys: Vec<EqualityKey> = typed
+            .chain(untyped)
+            .flat_map(SearchQuery::equality_keys)
+            .collect();
+        EqualityKey::sort_best_first(&mut keys);
+        keys
     }
 
     /// Whether there are no filters.

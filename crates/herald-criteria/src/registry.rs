@@ -643,7 +643,15 @@ static RESOURCES: &[(&str, &[ParamDef])] = &[
 
 /// Whether the table knows this resource type.
 pub(crate) fn is_known_resource(resource_type: &str) -> bool {
-    RESOURCES.iter().any(|(name, _)| *name == resource_type)
+    known_resource(resource_type).is_some()
+}
+
+/// The table's own copy of a known resource type name (shared, never allocated per use).
+pub(crate) fn known_resource(resource_type: &str) -> Option<&'static str> {
+    RESOURCES
+        .iter()
+        .map(|(name, _)| *name)
+        .find(|name| *name == resource_type)
 }
 
 /// The definition of `name` for `resource_type`, if both are known.

@@ -14,10 +14,12 @@ use serde_json::Value;
 
 use crate::date::{DateRange, Prefix};
 use crate::error::{err, CriteriaError};
+use crate::keys::{reference_key, token_key, EqualityKey};
 use crate::registry::{self, ParamDef, ParamType};
 use crate::values::{
-    collect, date_ranges, normalize, reference_identifier, reference_matches, split_reference,
-    string_values, token_matches, token_texts, uri_matches, RefParts, TokenQuery, UriMode,
+    any_node, collect, date_ranges, normalize, reference_identifier, reference_matches,
+    split_reference, string_values, token_matches, token_texts, uri_matches, RefParts, TokenQuery,
+    UriMode,
 };
 
 /// Result/control parameters: meaningful for a search response, not for a match test.
@@ -43,7 +45,8 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
 /// A compiled search: a resource type and ANDed clauses.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
-    resource_type: String,
+    /// The registry's name: shared by every query, so matching reads a hot string.
+    resource_type: &'static str,
     clauses: Vec<Clause>,
 }
 
@@ -90,6 +93,22 @@ enum Test {
     },
 }
 
+impl Test {
+    /// Frees the spare capacity of the value lists.
+    fn shrink_to_fit(&mut self) {
+        match self {
+            Test::Missing(_) => {}
+            Test::Token { any_of, .. } => any_of.shrink_to_fit(),
+            Test::TokenText(values) => values.shrink_to_fit(),
+            Test::Reference(values) => values.shrink_to_fit(),
+            Test::ReferenceIdentifier(values) => values.shrink_to_fit(),
+            Test::String { any_of, .. } => any_of.shrink_to_fit(),
+            Test::Date(values) => values.shrink_to_fit(),
+            Test::Uri { any_of, .. } => any_of.shrink_to_fit(),
+        }
+    }
+}
+
 impl SearchQuery {
     /// Parses an R4 search URL used as `Subscription.criteria`, e.g.
     /// `Observation?code=http://loinc.org|2345-7&subject=Patient/123` or just
@@ -120,30 +139,33 @@ impl SearchQuery {
     /// Parses only the query part (`status:not=finished&code=x`) for a resource type,
     /// as used by `SubscriptionTopic` query criteria. A leading `?` is accepted.
     pub fn parse_for_type(resource_type: &str, query: &str) -> Result<SearchQuery, CriteriaError> {
-        if !registry::is_known_resource(resource_type) {
+        let Some(resource_type) = registry::known_resource(resource_type) else {
             return err(format!("unknown resource type '{resource_type}'"));
-        }
+        };
         let query = query.strip_prefix('?').unwrap_or(query);
-        let clauses = query
+        let mut clauses = query
             .split('&')
             .filter(|segment| !segment.is_empty())
             .map(|segment| parse_param(resource_type, segment))
             .collect::<Result<Vec<_>, _>>()?;
+        // Collecting through `Result` starts at capacity four; a million compiled
+        // subscriptions are kept in memory.
+        clauses.shrink_to_fit();
         Ok(SearchQuery {
-            resource_type: resource_type.to_owned(),
+            resource_type,
             clauses,
         })
     }
 
     /// The resource type the query searches.
     pub fn resource_type(&self) -> &str {
-        &self.resource_type
+        self.resource_type
     }
 
     /// Whether the resource matches every clause. A resource of another type (by its
     /// `resourceType`) never matches. Never panics.
     pub fn matches(&self, resource: &Value) -> bool {
-        resource.get("resourceType").and_then(Value::as_str) == Some(self.resource_type.as_str())
+        resource.get("resourceType").and_then(Value::as_str) == Some(self.resource_type)
             && self.clauses.iter().all(|c| c.matches(resource))
     }
 
@@ -162,10 +184,53 @@ impl SearchQuery {
     pub(crate) fn clauses(&self) -> &[Clause] {
         &self.clauses
     }
+
+    /// The query's required equality keys (see [`EqualityKey`]): one per ANDed plain
+    /// token / reference / `_id` parameter, most selective first. A resource that
+    /// matches the query carries, for every returned key, at least one of its values.
+    pub fn equality_keys(&self) -> Vec<EqualityKey> {
+        let mut keys: Vec<EqualityKey> = self
+            .clauses
+            .iter()
+            .filter_map(Clause::equality_key)
+            .collect();
+        EqualityKey::sort_best_first(&mut keys);
+        keys
+    }
 }
 
 impl Clause {
+    /// The clause as an equality key, when it is a plain token test (no modifier, no
+    /// `system|` value) or a reference test (no modifier or `:[type]`).
+    pub(crate) fn equality_key(&self) -> Option<EqualityKey> {
+        let values = match &self.test {
+            Test::Token {
+                any_of,
+                negate: false,
+            } => any_of.iter().map(token_key).collect::<Option<Vec<_>>>()?,
+            Test::Reference(refs) => refs.iter().map(reference_key).collect(),
+            _ => return None,
+        };
+        EqualityKey::new(self.def, values)
+    }
+
     fn matches(&self, resource: &Value) -> bool {
+        // The common equality tests walk the elements without gathering them.
+        match &self.test {
+            Test::Token { any_of, negate } => {
+                let hit = any_node(resource, self.def.paths, &mut |n| {
+                    any_of.iter().any(|q| token_matches(n, q))
+                });
+                return hit != *negate;
+            }
+            Test::Reference(refs) => {
+                return any_node(resource, self.def.paths, &mut |n| {
+                    refs.iter()
+                        .any(|q| reference_matches(n, q, self.def.targets))
+                });
+            }
+            _ => {}
+        }
         let mut nodes = Vec::new();
         for path in self.def.paths {
             collect(resource, path, &mut nodes);
@@ -381,6 +446,8 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
             }
         }
     };
+    let mut test = test;
+    test.shrink_to_fit();
     Ok(Clause {
         name: name.to_owned(),
         modifier: modifier.map(str::to_owned),

@@ -24,6 +24,15 @@ use crate::date::{parse_range, DateRange};
 /// A segment may be `name[child=value]` to keep only elements whose `child` equals
 /// `value`. JSON `null`s are never collected.
 pub(crate) fn collect<'a>(root: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
+    // Most paths are one plain element: no intermediate lists needed.
+    if !path.contains(['.', '[']) {
+        match root.as_object().and_then(|o| o.get(path)) {
+            Some(Value::Array(items)) => out.extend(items.iter().filter(|i| !i.is_null())),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push(other),
+        }
+        return;
+    }
     let mut current: Vec<&'a Value> = vec![root];
     for segment in path.split('.') {
         let (name, filter) = match segment.split_once('[') {
@@ -59,6 +68,27 @@ pub(crate) fn collect<'a>(root: &'a Value, path: &str, out: &mut Vec<&'a Value>)
     out.extend(current);
 }
 
+/// Whether `f` holds for any element reached by any of `paths` (as [`collect`] would
+/// gather them), stopping at the first; plain one-element paths allocate nothing.
+pub(crate) fn any_node<'a>(
+    root: &'a Value,
+    paths: &[&str],
+    f: &mut dyn FnMut(&'a Value) -> bool,
+) -> bool {
+    paths.iter().any(|path| {
+        if path.contains(['.', '[']) {
+            let mut nodes = Vec::new();
+            collect(root, path, &mut nodes);
+            return nodes.into_iter().any(&mut *f);
+        }
+        match root.as_object().and_then(|o| o.get(*path)) {
+            Some(Value::Array(items)) => items.iter().filter(|i| !i.is_null()).any(&mut *f),
+            Some(Value::Null) | None => false,
+            Some(other) => f(other),
+        }
+    })
+}
+
 // ---------------------------------------------------------------- token
 
 /// One compiled token value.
@@ -76,38 +106,42 @@ pub(crate) enum TokenQuery {
 
 const CONTACT_POINT_SYSTEMS: &[&str] = &["phone", "fax", "email", "pager", "url", "sms", "other"];
 
-/// The `(system, code)` pairs a token element carries.
-fn token_pairs(node: &Value) -> Vec<(Option<&str>, String)> {
+/// Calls `f` with each `(system, code)` pair a token element carries until it returns
+/// `true`; returns whether it did. Borrows from the element: nothing is allocated.
+pub(crate) fn any_token_pair<'a>(
+    node: &'a Value,
+    f: &mut dyn FnMut(Option<&'a str>, &'a str) -> bool,
+) -> bool {
     match node {
-        Value::String(s) => vec![(None, s.clone())],
-        Value::Bool(b) => vec![(None, b.to_string())],
+        Value::String(s) => f(None, s),
+        Value::Bool(b) => f(None, if *b { "true" } else { "false" }),
         Value::Object(o) => {
             let system = o.get("system").and_then(Value::as_str);
             if let Some(codings) = o.get("coding").and_then(Value::as_array) {
-                codings.iter().flat_map(token_pairs).collect()
+                codings.iter().any(|coding| any_token_pair(coding, f))
             } else if let Some(code) = o.get("code").and_then(Value::as_str) {
-                vec![(system, code.to_owned())]
+                f(system, code)
             } else if let Some(value) = o.get("value").and_then(Value::as_str) {
                 if system.is_some_and(|s| CONTACT_POINT_SYSTEMS.contains(&s)) {
-                    vec![(None, value.to_owned())]
+                    f(None, value)
                 } else {
-                    vec![(system, value.to_owned())]
+                    f(system, value)
                 }
             } else {
-                Vec::new()
+                false
             }
         }
-        _ => Vec::new(),
+        _ => false,
     }
 }
 
 /// Whether the element matches the token value.
 pub(crate) fn token_matches(node: &Value, query: &TokenQuery) -> bool {
-    token_pairs(node).iter().any(|(system, code)| match query {
+    any_token_pair(node, &mut |system, code| match query {
         TokenQuery::Code(c) => code == c,
-        TokenQuery::SystemCode(s, c) => *system == Some(s.as_str()) && code == c,
+        TokenQuery::SystemCode(s, c) => system == Some(s.as_str()) && code == c,
         TokenQuery::NoSystemCode(c) => system.is_none() && code == c,
-        TokenQuery::System(s) => *system == Some(s.as_str()),
+        TokenQuery::System(s) => system == Some(s.as_str()),
     })
 }
 
@@ -159,29 +193,43 @@ fn is_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// Splits a reference string. A bare id (no `/`, no `:`) yields only `id`.
-pub(crate) fn split_reference(s: &str) -> RefParts {
+/// A reference split into borrowed parts (see [`RefParts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RefView<'a> {
+    pub(crate) typ: Option<&'a str>,
+    pub(crate) id: Option<&'a str>,
+    pub(crate) raw: &'a str,
+}
+
+/// Splits a reference string without allocating. A bare id (no `/`, no `:`) yields
+/// only `id`.
+pub(crate) fn split_reference_view(s: &str) -> RefView<'_> {
     let raw = match s.find("/_history/") {
         Some(i) => &s[..i],
         None => s,
     };
-    let segments: Vec<&str> = raw.split('/').collect();
-    let (typ, id) = match segments.as_slice() {
-        [id] if !id.contains(':') && is_id(id) => (None, Some((*id).to_owned())),
-        [.., typ, id] if crate::registry::is_type_name(typ) && is_id(id) => {
-            (Some((*typ).to_owned()), Some((*id).to_owned()))
-        }
+    let mut segments = raw.rsplit('/');
+    let last = segments.next().unwrap_or(raw);
+    let (typ, id) = match segments.next() {
+        None if !last.contains(':') && is_id(last) => (None, Some(last)),
+        Some(typ) if crate::registry::is_type_name(typ) && is_id(last) => (Some(typ), Some(last)),
         _ => (None, None),
     };
+    RefView { typ, id, raw }
+}
+
+/// Splits a reference string. A bare id (no `/`, no `:`) yields only `id`.
+pub(crate) fn split_reference(s: &str) -> RefParts {
+    let view = split_reference_view(s);
     RefParts {
-        typ,
-        id,
-        raw: raw.to_owned(),
+        typ: view.typ.map(str::to_owned),
+        id: view.id.map(str::to_owned),
+        raw: view.raw.to_owned(),
     }
 }
 
 /// The reference a resource element carries (a `Reference` object or a string).
-fn element_reference(node: &Value) -> Option<RefParts> {
+pub(crate) fn element_reference(node: &Value) -> Option<RefView<'_>> {
     let (s, declared_type) = match node {
         Value::String(s) => (s.as_str(), None),
         Value::Object(o) => (
@@ -190,10 +238,10 @@ fn element_reference(node: &Value) -> Option<RefParts> {
         ),
         _ => return None,
     };
-    let mut parts = split_reference(s);
+    let mut parts = split_reference_view(s);
     if parts.typ.is_none() && parts.id.is_some() {
         // A bare id in a resource is only meaningful with an explicit Reference.type.
-        parts.typ = declared_type.map(str::to_owned);
+        parts.typ = declared_type;
         if parts.typ.is_none() {
             parts.id = None;
         }
@@ -207,21 +255,17 @@ pub(crate) fn reference_matches(node: &Value, query: &RefParts, targets: &[&str]
     let Some(r) = element_reference(node) else {
         return false;
     };
-    if let Some(t) = &r.typ {
-        if !targets.is_empty() && !targets.contains(&t.as_str()) {
+    if let Some(t) = r.typ {
+        if !targets.is_empty() && !targets.contains(&t) {
             return false;
         }
     } else if !targets.is_empty() {
         // Untyped (e.g. `urn:uuid:`) references cannot be checked against the targets.
         return false;
     }
-    match (&query.id, &r.id) {
+    match (&query.id, r.id) {
         (Some(qid), Some(rid)) => {
-            qid == rid
-                && query
-                    .typ
-                    .as_ref()
-                    .is_none_or(|qt| r.typ.as_ref() == Some(qt))
+            qid == rid && query.typ.as_deref().is_none_or(|qt| r.typ == Some(qt))
         }
         _ => query.raw == r.raw,
     }

@@ -271,11 +271,16 @@ impl RestHookWorker {
         }
     }
 
+    /// Delivers the subscription's backlog in order while it holds the claim: a batch per
+    /// request, up to `MAX_ROUNDS` requests or `MAX_HOLD`, then hands the claim back (other
+    /// subscriptions get their turn; the rest follows in the next claim).
     async fn deliver_events(
         &self,
         record: &SubscriptionRecord,
         spec: &SubscriptionSpec,
     ) -> Result<(), StoreError> {
+        const MAX_ROUNDS: usize = 1_000;
+        const MAX_HOLD: Duration = Duration::from_secs(5);
         let store = &self.inner.store;
         let batch = if spec.delivers_bundles() {
             spec.max_count
@@ -284,43 +289,76 @@ impl RestHookWorker {
         } else {
             1
         };
-        let pending = store
-            .notifications(
-                &record.key.tenant,
-                &record.key.id,
-                record.delivered_through + 1,
-                record.events_since_start,
-                i64::from(batch),
-            )
-            .await?;
-        let Some(last) = pending.last().map(|n| n.event_number) else {
-            // Numbers are gap-free, so an empty read means the log was pruned; skip ahead.
-            return store
-                .mark_delivered(&record.key, record.events_since_start, now_ms())
-                .await;
-        };
-        let request = if spec.delivers_bundles() {
-            bundle_request(
-                &self.inner.config.base_url,
-                record,
-                spec,
-                NotificationType::EventNotification,
-                &pending,
-            )
-        } else {
-            classic_request(spec, &pending[0])
-        };
-        match self.send(spec, request).await {
-            Attempt::Delivered => {
-                tracing::debug!(id = %record.key.id, through = last, "delivered");
-                store.mark_delivered(&record.key, last, now_ms()).await
+        let started = tokio::time::Instant::now();
+        let mut through = record.delivered_through;
+        for round in 0..MAX_ROUNDS {
+            let pending = store
+                .notifications(
+                    &record.key.tenant,
+                    &record.key.id,
+                    through + 1,
+                    i64::MAX,
+                    i64::from(batch),
+                )
+                .await?;
+            let Some(last) = pending.last().map(|n| n.event_number) else {
+                if round == 0 && record.events_since_start > through {
+                    // Numbers are gap-free, so an empty first read means the log was pruned.
+                    store
+                        .advance_delivery(&record.key, through, record.events_since_start, now_ms())
+                        .await?;
+                }
+                break;
+            };
+            let mut current = record.clone();
+            current.events_since_start = current.events_since_start.max(last);
+            let request = if spec.delivers_bundles() {
+                bundle_request(
+                    &self.inner.config.base_url,
+                    &current,
+                    spec,
+                    NotificationType::EventNotification,
+                    &pending,
+                )
+            } else {
+                classic_request(spec, &pending[0])
+            };
+            match self.send(spec, request).await {
+                Attempt::Delivered => {
+                    tracing::debug!(id = %record.key.id, through = last, "delivered");
+                    if !store
+                        .advance_delivery(&record.key, through, last, now_ms())
+                        .await?
+                    {
+                        // A client rewound delivery ($resend, reset): start over from there
+                        // with the next claim.
+                        break;
+                    }
+                    through = last;
+                    if started.elapsed() >= MAX_HOLD {
+                        break;
+                    }
+                }
+                Attempt::Failed {
+                    error,
+                    retry_after,
+                    gone,
+                } => {
+                    // Progress so far is recorded; the failure counts from a clean slate if
+                    // anything was delivered in this claim.
+                    let failed = if through > record.delivered_through {
+                        SubscriptionRecord {
+                            attempts: 0,
+                            ..record.clone()
+                        }
+                    } else {
+                        record.clone()
+                    };
+                    return self.failed(&failed, &error, retry_after, gone).await;
+                }
             }
-            Attempt::Failed {
-                error,
-                retry_after,
-                gone,
-            } => self.failed(record, &error, retry_after, gone).await,
         }
+        store.release_claim(&record.key).await
     }
 
     async fn heartbeat(

@@ -619,14 +619,21 @@ impl SubscriptionSpec {
     }
 
     /// Channel-level rules: what Herald can deliver today, and an endpoint it can reach.
+    ///
+    /// A `websocket` subscription has no endpoint: the client connects to Herald (after
+    /// `$get-ws-binding-token`), so an endpoint, headers or signing secrets would be
+    /// silently meaningless and are refused instead. `heartbeatPeriod` is honoured by the
+    /// WebSocket sender; `timeout` and `maxCount` are limits it meets trivially (one event
+    /// per message, no request to wait for).
     fn check_channel(&self) -> SpecResult<()> {
         match self.channel_type {
             ChannelType::RestHook => {}
+            ChannelType::Websocket => return self.check_websocket_channel(),
             other => {
                 return Err(unsupported(
                     "Subscription.channel.type",
                     format!(
-                        "channel type '{}' is not supported yet; use rest-hook",
+                        "channel type '{}' is not supported yet; use rest-hook or websocket",
                         other.as_str()
                     ),
                 ))
@@ -640,6 +647,25 @@ impl SubscriptionSpec {
             )
         })?;
         check_endpoint_syntax(endpoint)?;
+        Ok(())
+    }
+
+    fn check_websocket_channel(&self) -> SpecResult<()> {
+        let refuse = |at: &str, what: &str| {
+            Err(invalid(
+                at,
+                format!("{what} has no meaning for a websocket subscription (the client connects to Herald after $get-ws-binding-token); remove it"),
+            ))
+        };
+        if self.endpoint.is_some() {
+            return refuse("Subscription.channel.endpoint", "an endpoint");
+        }
+        if !self.headers.is_empty() {
+            return refuse("Subscription.channel.header", "a header");
+        }
+        if !self.signing_secrets.is_empty() {
+            return refuse("Subscription.channel.extension", "a webhook signing secret");
+        }
         Ok(())
     }
 

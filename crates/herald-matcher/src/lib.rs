@@ -9,6 +9,7 @@
 //! recording is idempotent, so redelivery never yields a second event number. It does not
 //! deliver anything and does not speak HTTP.
 
+pub mod bench;
 mod catalog;
 mod compile;
 mod index;
@@ -16,5 +17,5 @@ mod run;
 
 pub use catalog::{builtin_topics, TopicCatalog};
 pub use compile::{compile_subscription, ActiveSubscription, CompileError, CompiledCriteria};
-pub use index::{IndexMaintainer, SharedIndex, SubscriptionIndex};
+pub use index::{evaluate_candidates, IndexMaintainer, IndexStats, SharedIndex, SubscriptionIndex};
 pub use run::Matcher;

@@ -7,7 +7,6 @@ use herald_bus::{BusMessage, ChangeEventConsumer};
 use herald_fhir::{Action, ChangeEvent};
 use herald_store::{EventRecord, Store, StoreError, StoredResource, SubscriptionKey};
 use serde_json::Value;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -16,8 +15,8 @@ use crate::index::SharedIndex;
 pub struct Matcher {
     pub store: Arc<dyn Store>,
     pub index: SharedIndex,
-    /// Woken after notifications are committed.
-    pub delivery_wake: Arc<Notify>,
+    /// Called after notifications are committed (wakes every delivery channel).
+    pub on_recorded: Arc<dyn Fn() + Send + Sync>,
     /// NATS subject prefix events are published under, to check subject against content.
     pub subject_prefix: String,
 }
@@ -133,12 +132,8 @@ impl Matcher {
                 .index
                 .read()
                 .map_err(|_| StoreError::Corrupt("subscription index lock poisoned".into()))?;
-            index
-                .candidates(&event.tenant, &event.resource_type)
-                .iter()
-                .filter(|s| s.in_force(now) && s.criteria.matches(event, previous.as_ref()))
-                .map(|s| s.key.clone())
-                .collect()
+            // Candidates from the inverted index, then full evaluation of each.
+            index.matching_keys(event, previous.as_ref(), now)
         };
         if matched.is_empty() {
             self.remember_version(event, stored.as_ref()).await?;
@@ -160,7 +155,7 @@ impl Matcher {
         // event and it is evaluated against the same `previous` again.
         self.remember_version(event, stored.as_ref()).await?;
         tracing::debug!(event_id = %event.event_id, matches = numbered.len(), "notifications recorded");
-        self.delivery_wake.notify_one();
+        (self.on_recorded)();
         Ok(numbered)
     }
 

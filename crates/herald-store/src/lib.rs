@@ -155,6 +155,16 @@ pub trait Store: Send + Sync + 'static {
         before_ms: i64,
         keep_per_subscription: i64,
     ) -> StoreResult<u64>;
+    /// Records progress of a claimed delivery without ending the claim: `delivered_through`
+    /// moves from `from` to `through` only if it is still `from` (a client's `$resend` or
+    /// reset meanwhile wins). Returns whether it moved.
+    async fn advance_delivery(
+        &self,
+        key: &SubscriptionKey,
+        from: i64,
+        through: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
     /// Ends a claim without an outcome (nothing turned out to be due).
     async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()>;
     /// Ends every claim. Only for a single instance at start (the embedded mode).

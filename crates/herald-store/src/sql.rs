@@ -516,6 +516,18 @@ macro_rules! impl_store {
                 Ok(notifications.rows_affected() + events.rows_affected())
             }
 
+            async fn advance_delivery(&self, key: &SubscriptionKey, from: i64, through: i64, now_ms: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, error = NULL, \
+                     status = CASE WHEN status = 'error' THEN 'active' ELSE status END \
+                     WHERE tenant = $3 AND id = $4 AND delivered_through = $5",
+                )
+                .bind(through).bind(now_ms).bind(&key.tenant).bind(&key.id).bind(from)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()> {
                 sqlx::query("UPDATE subscriptions SET next_attempt_at = NULL WHERE tenant = $1 AND id = $2")
                     .bind(&key.tenant).bind(&key.id).execute(&self.pool).await?;

@@ -275,6 +275,13 @@ async fn conformance(store: &dyn Store) {
 
     // $resend rewinds delivery; retention never removes what is undelivered.
     assert!(store.rewind_delivery(&s1, 2).await.expect("rewind"));
+    assert!(
+        !store
+            .advance_delivery(&s1, 3, 4, 8_250)
+            .await
+            .expect("advance"),
+        "a stale advance loses to the rewind"
+    );
     assert_eq!(
         store
             .get_subscription("t1", "s1")

@@ -42,6 +42,26 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Benchmarks that print figures (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The matcher on one core: events/s, p50/p99 per event, memory per subscription and
+    /// index build time, with the index and with a linear scan as the baseline.
+    Match {
+        /// Active subscriptions, one run each [default: 10000 100000 1000000].
+        #[arg(value_name = "SUBSCRIPTIONS")]
+        sizes: Vec<usize>,
+        /// Events per indexed run.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Events for the linear-scan baseline (it is slow at large sizes).
+        #[arg(long, default_value_t = 20)]
+        linear_events: usize,
+    },
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Settings> {
@@ -104,6 +124,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
+        Command::Bench(Bench::Match {
+            sizes,
+            events,
+            linear_events,
+        }) => {
+            let sizes = if sizes.is_empty() {
+                vec![10_000, 100_000, 1_000_000]
+            } else {
+                sizes
+            };
+            for size in sizes {
+                println!(
+                    "{}",
+                    herald_matcher::bench::run_match_benchmark(size, events, true)
+                );
+                println!(
+                    "{}",
+                    herald_matcher::bench::run_match_benchmark(size, linear_events, false)
+                );
+            }
+        }
         Command::Migrate => {
             crate::open_store(&settings).await?;
             println!("migrations applied");

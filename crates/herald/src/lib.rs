@@ -218,10 +218,38 @@ impl Herald {
             .consumer()
             .await
             .context("opening the change-event consumer")?;
+        let ws_config = {
+            let mut c =
+                herald_websocket::WebSocketConfig::new(settings.tenant.clone(), base_url.clone());
+            if settings.auth.issuer.is_some() {
+                // Token endpoints then sit behind authentication (see below), and the R4
+                // classic `bind <id>`, which carries no credential, is off.
+                c.tenant_from_request = true;
+                c.allow_classic_bind = false;
+            }
+            if let Some(url) = &settings.websocket_url {
+                c.websocket_url = url.clone();
+            }
+            c
+        };
+        let ws_hub = herald_websocket::WebSocketHub::new(Arc::clone(&store), ws_config)
+            .map_err(|e| anyhow::anyhow!("websocket settings: {e}"))?;
+        tasks.push((
+            "websocket",
+            tokio::spawn(Arc::clone(&ws_hub).run(shutdown.clone())),
+        ));
+        let on_recorded: Arc<dyn Fn() + Send + Sync> = {
+            let delivery_wake = Arc::clone(&delivery_wake);
+            let ws_hub = Arc::clone(&ws_hub);
+            Arc::new(move || {
+                delivery_wake.notify_one();
+                ws_hub.notify_new_events();
+            })
+        };
         let matcher = Matcher {
             store: Arc::clone(&store),
             index,
-            delivery_wake: Arc::clone(&delivery_wake),
+            on_recorded,
             subject_prefix,
         };
         tasks.push((
@@ -300,7 +328,12 @@ impl Herald {
                 Mode::Production { .. } => "production",
             },
         });
-        let app = herald_api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+        let ws_routes = herald_websocket::router(ws_hub).route_layer(
+            axum::middleware::from_fn_with_state(Arc::clone(&state), herald_api::auth::bind_tenant),
+        );
+        let app = herald_api::router(state)
+            .merge(ws_routes)
+            .layer(tower_http::trace::TraceLayer::new_for_http());
         let server_shutdown = shutdown.clone();
         tasks.push((
             "http",

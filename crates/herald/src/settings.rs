@@ -18,8 +18,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// FHIR base URL as subscribers see it (default `http://<listen>/fhir`).
     pub public_base_url: Option<String>,
-    /// Tenant of every request (until tokens carry tenants).
+    /// Tenant of requests whose token names none (every request in development mode).
     pub tenant: String,
+    /// WebSocket URL clients are given by `$get-ws-binding-token` (default derived from
+    /// the base URL: `ws(s)://<host>/ws`).
+    pub websocket_url: Option<String>,
     /// NATS server; with `database_url`, selects production mode.
     pub nats_url: Option<String>,
     /// PostgreSQL URL; with `nats_url`, selects production mode.
@@ -117,6 +120,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./herald-data"),
             public_base_url: None,
             tenant: "default".into(),
+            websocket_url: None,
             nats_url: None,
             database_url: None,
             database_max_connections: 16,

@@ -380,3 +380,96 @@ async fn resend_delivers_a_range_again_in_order() {
     );
     hub.stop().await;
 }
+
+/// The WebSocket channel through the whole server: a websocket Subscription, a binding
+/// token from `$get-ws-binding-token`, `bind-with-token` over a real client, then the
+/// handshake and an event-notification for an Observation written through the facade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_subscription_end_to_end() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let mut subscription = topic_subscription(
+        LAB_TOPIC,
+        &["Observation?patient=Patient/ws"],
+        "http://unused",
+        "id-only",
+    );
+    subscription["channel"] = json!({
+        "type": "websocket",
+        "payload": "application/fhir+json",
+        "_payload": {"extension": [{"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content", "valueCode": "id-only"}]}
+    });
+    let (status, created) = hub.post("/Subscription", &subscription).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, token) = hub
+        .get(&format!("/Subscription/{id}/$get-ws-binding-token"))
+        .await;
+    assert_eq!(status, 200, "{token}");
+    let param = |name: &str| {
+        token["parameter"]
+            .as_array()
+            .and_then(|p| p.iter().find(|x| x["name"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let value = param("token")
+        .get("valueString")
+        .and_then(|v| v.as_str())
+        .expect("token")
+        .to_owned();
+    let url = param("websocket-url")
+        .get("valueUrl")
+        .and_then(|v| v.as_str())
+        .expect("websocket-url")
+        .to_owned();
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    socket
+        .send(Message::text(format!("bind-with-token {value}")))
+        .await
+        .expect("bind");
+    let mut types = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut wrote = false;
+    while !types.iter().any(|t: &String| t == "event-notification") {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(text) = next else { continue };
+        let Ok(bundle) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let Some(params) = bundle
+            .pointer("/entry/0/resource/parameter")
+            .and_then(|p| p.as_array())
+        else {
+            continue;
+        };
+        if let Some(t) = params
+            .iter()
+            .find(|p| p["name"] == "type")
+            .and_then(|p| p["valueCode"].as_str())
+        {
+            types.push(t.to_owned());
+            if t == "handshake" && !wrote {
+                hub.post("/Observation", &lab_observation("ws", "final"))
+                    .await;
+                wrote = true;
+            }
+            if t == "event-notification" {
+                let number = params
+                    .iter()
+                    .find(|p| p["name"] == "notification-event")
+                    .and_then(|p| p["part"][0]["valueString"].as_str());
+                assert_eq!(number, Some("1"));
+            }
+        }
+    }
+    assert_eq!(types.first().map(String::as_str), Some("handshake"));
+    hub.stop().await;
+}

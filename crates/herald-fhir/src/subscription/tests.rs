@@ -110,10 +110,16 @@ fn refusals_name_the_element() {
             IssueType::NotSupported,
         ),
         (
-            "websocket",
-            |s| s["channel"]["type"] = json!("websocket"),
+            "email",
+            |s| s["channel"]["type"] = json!("email"),
             "Subscription.channel.type",
             IssueType::NotSupported,
+        ),
+        (
+            "websocket with endpoint",
+            |s| s["channel"]["type"] = json!("websocket"),
+            "Subscription.channel.endpoint",
+            IssueType::Invalid,
         ),
         (
             "unknown channel",
@@ -259,4 +265,76 @@ fn accepts_fhir_version_4_and_charset() {
     let mut resource = topic_based();
     resource["channel"]["payload"] = json!("application/fhir+json; fhirVersion=4.0; charset=utf-8");
     assert!(SubscriptionSpec::from_resource(&resource).is_ok());
+}
+
+fn websocket_topic_based() -> Value {
+    let mut resource = topic_based();
+    let channel = &mut resource["channel"];
+    channel["type"] = json!("websocket");
+    channel.as_object_mut().map(|o| {
+        o.remove("endpoint");
+        o.remove("header")
+    });
+    resource
+}
+
+#[test]
+fn reads_a_websocket_topic_subscription_without_endpoint() {
+    let spec = SubscriptionSpec::from_resource(&websocket_topic_based()).expect("valid");
+    assert_eq!(spec.channel_type, ChannelType::Websocket);
+    assert_eq!(spec.endpoint, None);
+    assert_eq!(spec.heartbeat_period, Some(60));
+    assert_eq!(spec.content, Some(PayloadContent::IdOnly));
+}
+
+#[test]
+fn reads_a_classic_websocket_subscription() {
+    let resource = json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "r",
+        "criteria": "Observation?code=1",
+        "channel": {"type": "websocket"}
+    });
+    let spec = SubscriptionSpec::from_resource(&resource).expect("valid");
+    assert_eq!(spec.channel_type, ChannelType::Websocket);
+    assert!(!spec.delivers_bundles());
+}
+
+#[test]
+fn websocket_refusals_name_the_element() {
+    type Mutation = fn(&mut Value);
+    let cases: Vec<(&str, Mutation, &str)> = vec![
+        (
+            "endpoint",
+            |s| s["channel"]["endpoint"] = json!("wss://example.org/ws"),
+            "Subscription.channel.endpoint",
+        ),
+        (
+            "header",
+            |s| s["channel"]["header"] = json!(["Authorization: Bearer x"]),
+            "Subscription.channel.header",
+        ),
+        (
+            "no payload",
+            |s| {
+                s["channel"].as_object_mut().map(|o| {
+                    o.remove("payload");
+                    o.remove("_payload")
+                });
+            },
+            "Subscription.channel.payload",
+        ),
+        (
+            "no content",
+            |s| {
+                s["channel"].as_object_mut().map(|o| o.remove("_payload"));
+            },
+            "Subscription.channel.payload.extension",
+        ),
+    ];
+    for (name, mutate, expression) in cases {
+        let mut resource = websocket_topic_based();
+        mutate(&mut resource);
+        let err = SubscriptionSpec::from_resource(&resource).expect_err(name);
+        assert_eq!(err.expression, expression, "{name}: {err}");
+    }
 }
