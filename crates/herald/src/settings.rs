@@ -392,6 +392,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_production_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/herald.toml");
+        let s = Settings::load(Some(&path), &[]).expect("deploy/herald.toml is valid");
+        assert!(matches!(s.mode().expect("mode"), Mode::Production { .. }));
+        assert!(s.auth.issuer.is_some());
+    }
+
+    #[test]
     fn half_a_production_configuration_is_refused() {
         let err =
             Settings::load(None, &env(&[("HERALD_NATS_URL", "nats://x")])).expect_err("needs both");
