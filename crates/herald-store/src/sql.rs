@@ -94,6 +94,9 @@ const SUBSCRIPTION_COLUMNS: &str = "tenant, id, version_id, resource, status, er
      heartbeat_period, delivery_state, events_since_start, delivered_through, attempts, next_attempt_at, \
      last_sent_at, created_at, updated_at";
 
+const RESOURCE_COLUMNS: &str =
+    "tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event";
+
 macro_rules! impl_store {
     ($store:ty, $db:ty, $migrations:literal) => {
         impl $store {
@@ -118,6 +121,22 @@ macro_rules! impl_store {
                     last_sent_at: row.try_get("last_sent_at")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn stored_resource(row: &<$db as sqlx::Database>::Row) -> StoreResult<StoredResource> {
+                let text: Option<String> = row.try_get("resource")?;
+                let deleted: i64 = row.try_get("deleted")?;
+                Ok(StoredResource {
+                    tenant: row.try_get("tenant")?,
+                    resource_type: row.try_get("resource_type")?,
+                    id: row.try_get("id")?,
+                    seq: row.try_get("seq")?,
+                    version_id: row.try_get("version_id")?,
+                    deleted: deleted != 0,
+                    resource: text.as_deref().map(|t| parse_json(t, "resource")).transpose()?,
+                    updated_at: row.try_get("updated_at")?,
+                    pending_event: row.try_get("pending_event")?,
                 })
             }
 
@@ -287,27 +306,11 @@ macro_rules! impl_store {
             }
 
             async fn get_resource(&self, tenant: &str, resource_type: &str, id: &str) -> StoreResult<Option<StoredResource>> {
-                let row = sqlx::query(
-                    "SELECT seq, version_id, deleted, resource, updated_at, pending_event FROM resources \
-                     WHERE tenant = $1 AND resource_type = $2 AND id = $3",
-                )
-                .bind(tenant).bind(resource_type).bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                let text: Option<String> = row.try_get("resource")?;
-                let deleted: i64 = row.try_get("deleted")?;
-                Ok(Some(StoredResource {
-                    tenant: tenant.to_owned(),
-                    resource_type: resource_type.to_owned(),
-                    id: id.to_owned(),
-                    seq: row.try_get("seq")?,
-                    version_id: row.try_get("version_id")?,
-                    deleted: deleted != 0,
-                    resource: text.as_deref().map(|t| parse_json(t, "resource")).transpose()?,
-                    updated_at: row.try_get("updated_at")?,
-                    pending_event: row.try_get("pending_event")?,
-                }))
+                let row = sqlx::query(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant = $1 AND resource_type = $2 AND id = $3"))
+                    .bind(tenant).bind(resource_type).bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::stored_resource).transpose()
             }
 
             async fn put_resource(&self, new: &StoredResource, expected_seq: Option<i64>) -> StoreResult<bool> {
@@ -345,30 +348,11 @@ macro_rules! impl_store {
             }
 
             async fn pending_events(&self, limit: i64) -> StoreResult<Vec<StoredResource>> {
-                let rows = sqlx::query(
-                    "SELECT tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event \
-                     FROM resources WHERE pending_event IS NOT NULL ORDER BY updated_at LIMIT $1",
-                )
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|row| {
-                        let text: Option<String> = row.try_get("resource")?;
-                        let deleted: i64 = row.try_get("deleted")?;
-                        Ok(StoredResource {
-                            tenant: row.try_get("tenant")?,
-                            resource_type: row.try_get("resource_type")?,
-                            id: row.try_get("id")?,
-                            seq: row.try_get("seq")?,
-                            version_id: row.try_get("version_id")?,
-                            deleted: deleted != 0,
-                            resource: text.as_deref().map(|t| parse_json(t, "resource")).transpose()?,
-                            updated_at: row.try_get("updated_at")?,
-                            pending_event: row.try_get("pending_event")?,
-                        })
-                    })
-                    .collect()
+                let rows = sqlx::query(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE pending_event IS NOT NULL ORDER BY updated_at LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::stored_resource).collect()
             }
 
             async fn record_notifications(&self, event: &EventRecord, subscriptions: &[SubscriptionKey]) -> StoreResult<Vec<(SubscriptionKey, i64)>> {
