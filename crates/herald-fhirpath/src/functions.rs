@@ -11,6 +11,7 @@ use crate::eval::{
     to_boolean, Collection, Context, Scope,
 };
 use crate::parser::Expr;
+use crate::parser::CALENDAR_WORDS;
 use crate::strings;
 use crate::temporal::{Temporal, TemporalKind};
 use crate::value::{Item, Node, Quantity, TypeSpecifier};
@@ -137,25 +138,6 @@ fn to_temporal_value(item: &Item<'_>, kind: TemporalKind) -> Option<Temporal> {
         _ => None,
     }
 }
-
-const CALENDAR_WORDS: &[&str] = &[
-    "year",
-    "years",
-    "month",
-    "months",
-    "week",
-    "weeks",
-    "day",
-    "days",
-    "hour",
-    "hours",
-    "minute",
-    "minutes",
-    "second",
-    "seconds",
-    "millisecond",
-    "milliseconds",
-];
 
 fn parse_quantity(text: &str) -> Option<Quantity> {
     let text = text.trim();

@@ -115,7 +115,8 @@ fn binary_op(tok: &Tok) -> Option<(BinaryOp, u8)> {
 /// Binding power of `is` / `as`.
 const TYPE_OP_POWER: u8 = 8;
 
-const CALENDAR_WORDS: &[&str] = &[
+/// FHIRPath calendar duration words (also accepted where UCUM time units are).
+pub(crate) const CALENDAR_WORDS: &[&str] = &[
     "year",
     "years",
     "month",
