@@ -74,6 +74,10 @@ impl FromRequestParts<SharedState> for Caller {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
+        // The rate-limit middleware may have authenticated this request already.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let (validator, jwks) = match &state.auth {
             AuthMode::Development => {
                 return Ok(Caller {
@@ -110,6 +114,27 @@ impl FromRequestParts<SharedState> for Caller {
 }
 
 impl Caller {
+    /// The OAuth client, or `development` when requests are not authenticated.
+    pub fn client_id(&self) -> &str {
+        self.principal
+            .as_ref()
+            .map_or("development", |p| p.client_id.as_str())
+    }
+
+    /// The grant a subscription created by this caller runs under (`None` in development
+    /// mode, where every subscription is the operator's).
+    pub fn owner(&self) -> Option<herald_store::SubscriptionOwner> {
+        self.principal
+            .as_ref()
+            .map(|p| herald_store::SubscriptionOwner {
+                client_id: p.client_id.clone(),
+                subject: p.subject.clone(),
+                token_id: p.token_id.clone(),
+                patient: p.patient.clone(),
+                scopes: p.scopes.granted().to_vec(),
+            })
+    }
+
     /// Whether the token grants `permission` on `resource_type`; how broadly.
     pub fn require(&self, resource_type: &str, permission: Permission) -> Result<Access, ApiError> {
         let Some(principal) = &self.principal else {
@@ -200,7 +225,12 @@ pub async fn bind_tenant(
     if let Err(e) = caller.require("Subscription", Permission::Read) {
         return e.into_response();
     }
+    let agent = herald_websocket::BindingAgent {
+        client: caller.client_id().to_owned(),
+        subject: caller.principal.as_ref().map(|p| p.subject.clone()),
+    };
     let mut request = axum::extract::Request::from_parts(parts, body);
+    request.extensions_mut().insert(agent);
     request
         .extensions_mut()
         .insert(herald_websocket::BindingTenant(caller.tenant));

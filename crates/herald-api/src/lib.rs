@@ -7,12 +7,14 @@
 //! stored or published. Handlers hold no locks across awaits and do no matching or delivery
 //! themselves: they validate, store, announce and wake.
 
+mod audit;
 pub mod auth;
 mod body;
 mod capability;
 pub mod error;
 mod facade;
 mod ingest;
+pub mod limits;
 mod operations;
 mod render;
 mod subscriptions;
@@ -53,14 +55,23 @@ pub struct AppState {
     /// This instance's subscription index, refreshed before a subscription change is
     /// acknowledged so the next write is matched against it.
     pub index: Arc<herald_matcher::IndexMaintainer>,
+    /// The audit trail.
+    pub audit: herald_audit::AuditLog,
+    /// Send-time access checks; `$revoke-access` clears its cache.
+    pub access_guard: herald_delivery::AccessGuard,
+    pub limits: limits::Limits,
+    /// Per-client request rate limit; `None` = off.
+    pub rate_limit: Option<limits::RateLimit>,
 }
 
 pub type SharedState = Arc<AppState>;
 
 /// The whole HTTP application.
 pub fn router(state: SharedState) -> Router {
-    let fhir = Router::new()
-        .route("/", post(facade::bundle))
+    // The subscriber-facing API is rate limited per client. The write facade and ingest are
+    // the EHR's feed, not a subscriber's: they are never throttled here (a dropped write
+    // would be lost data); the bus applies backpressure there instead.
+    let managed = Router::new()
         .route("/metadata", get(capability::metadata))
         .route(
             "/Subscription",
@@ -79,11 +90,21 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/Subscription/{id}/$events", get(operations::events))
         .route("/Subscription/{id}/$resend", post(operations::resend))
+        .route("/AuditEvent", get(audit::search))
+        .route("/AuditEvent/{id}", get(audit::read))
+        .route("/$revoke-access", post(audit::revoke_access))
         .route("/SubscriptionTopic", get(topics::list).post(topics::create))
         .route(
             "/SubscriptionTopic/{id}",
             get(topics::read).put(topics::update).delete(topics::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limits::rate_limit,
+        ));
+    let fhir = Router::new()
+        .merge(managed)
+        .route("/", post(facade::bundle))
         .route(
             "/{resource_type}",
             post(facade::create).get(facade::search_not_supported),

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
+use herald_audit::AuditKind;
 use herald_bus::ControlNotice;
 use herald_fhir::resource::is_valid_id;
 use herald_fhir::{IssueType, SubscriptionSpec, SubscriptionStatus};
 use herald_matcher::compile_subscription;
-use herald_store::{NewSubscription, SubscriptionQuery, SubscriptionRecord};
+use herald_store::{NewSubscription, SubscriptionOwner, SubscriptionQuery, SubscriptionRecord};
 use serde_json::Value;
 
 use crate::auth::Caller;
@@ -16,6 +17,7 @@ use crate::body::{Fhir, FhirJson};
 use crate::error::{ApiError, ApiResult};
 use crate::render;
 use crate::SharedState;
+use crate::{audit, limits};
 use herald_security::auth::{Access, Permission};
 
 /// Validates fully (structure, channel, topic, filters, criteria) before anything is stored.
@@ -143,6 +145,7 @@ fn new_subscription<'a>(
     body: &'a Value,
     spec: &'a SubscriptionSpec,
     status: SubscriptionStatus,
+    owner: Option<&'a SubscriptionOwner>,
 ) -> NewSubscription<'a> {
     NewSubscription {
         tenant,
@@ -155,6 +158,7 @@ fn new_subscription<'a>(
         },
         channel_type: spec.channel_type.as_str(),
         heartbeat_period: spec.heartbeat_period,
+        owner,
         now_ms: chrono::Utc::now().timestamp_millis(),
     }
 }
@@ -225,12 +229,35 @@ fn created_with_secrets(state: &SharedState, record: &SubscriptionRecord, body: 
 pub async fn create(
     State(state): State<SharedState>,
     caller: crate::auth::Caller,
-    FhirJson(mut body): FhirJson,
+    FhirJson(body): FhirJson,
 ) -> ApiResult<Fhir> {
+    let result = create_subscription(&state, &caller, body).await;
+    let entity = result
+        .as_ref()
+        .ok()
+        .map(|(_, id)| format!("Subscription/{id}"));
+    audit::outcome(
+        &state,
+        &caller,
+        AuditKind::SubscriptionCreate,
+        entity,
+        &result,
+    )
+    .await;
+    result.map(|(response, _)| response)
+}
+
+async fn create_subscription(
+    state: &SharedState,
+    caller: &crate::auth::Caller,
+    mut body: Value,
+) -> ApiResult<(Fhir, String)> {
+    let state = state.clone();
     let access = caller.require("Subscription", Permission::Create)?;
     let spec = validate(&state, &caller.tenant, &body).await?;
-    check_compartment(&access, &caller, &spec)?;
+    check_compartment(&access, caller, &spec)?;
     check_endpoint(&state, &spec)?;
+    limits::check_subscription(&state, caller, &spec, None).await?;
     if spec
         .signing_secrets
         .iter()
@@ -243,6 +270,7 @@ pub async fn create(
     ensure_signing_secret(&mut body, &spec);
     let id = uuid::Uuid::new_v4().to_string();
     let stored = client_part(&body);
+    let owner = caller.owner();
     let record = state
         .store
         .create_subscription(new_subscription(
@@ -251,11 +279,12 @@ pub async fn create(
             &stored,
             &spec,
             initial_status(&spec),
+            owner.as_ref(),
         ))
         .await?;
     tracing::info!(id = %id, criteria = %record.criteria, "subscription created");
     announce(&state, &record).await;
-    Ok(created_with_secrets(&state, &record, &body))
+    Ok((created_with_secrets(&state, &record, &body), id))
 }
 
 pub async fn read(
@@ -281,8 +310,25 @@ pub async fn update(
     State(state): State<SharedState>,
     caller: crate::auth::Caller,
     Path(id): Path<String>,
-    FhirJson(mut body): FhirJson,
+    FhirJson(body): FhirJson,
 ) -> ApiResult<Fhir> {
+    let result = update_subscription(&state, &caller, &id, body).await;
+    let kind = match &result {
+        Ok(response) if response.status == StatusCode::CREATED => AuditKind::SubscriptionCreate,
+        _ => AuditKind::SubscriptionUpdate,
+    };
+    let entity = is_valid_id(&id).then(|| format!("Subscription/{id}"));
+    audit::outcome(&state, &caller, kind, entity, &result).await;
+    result
+}
+
+async fn update_subscription(
+    state: &SharedState,
+    caller: &crate::auth::Caller,
+    id: &str,
+    mut body: Value,
+) -> ApiResult<Fhir> {
+    let (state, id) = (state.clone(), id.to_owned());
     let access = caller.require("Subscription", Permission::Update)?;
     if !is_valid_id(&id) {
         return Err(ApiError::bad_request(format!(
@@ -303,11 +349,25 @@ pub async fn update(
         }
     }
     let existing = state.store.get_subscription(&caller.tenant, &id).await?;
+    if let Some(current) = &existing {
+        // A patient-limited caller may not take over a subscription it cannot see.
+        if !visible(&access, caller, current) {
+            return Err(ApiError::not_found(format!(
+                "Subscription/{id} is not known"
+            )));
+        }
+    }
     render::restore_secrets(&mut body, existing.as_ref().map(|r| &r.resource))
         .map_err(ApiError::bad_request)?;
     let spec = validate(&state, &caller.tenant, &body).await?;
-    check_compartment(&access, &caller, &spec)?;
+    check_compartment(&access, caller, &spec)?;
     check_endpoint(&state, &spec)?;
+    let previous_owner = existing
+        .as_ref()
+        .and_then(|r| r.owner.as_ref())
+        .map(|o| o.client_id.as_str());
+    limits::check_subscription(&state, caller, &spec, previous_owner).await?;
+    let owner = caller.owner();
     if existing.is_none() {
         ensure_signing_secret(&mut body, &spec);
     }
@@ -322,6 +382,7 @@ pub async fn update(
                 &stored,
                 &spec,
                 initial_status(&spec),
+                owner.as_ref(),
             ))
             .await?;
         announce(&state, &record).await;
@@ -348,6 +409,7 @@ pub async fn update(
             &stored,
             &spec,
             status,
+            owner.as_ref(),
         ))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} was deleted meanwhile")))?;
@@ -360,8 +422,32 @@ pub async fn delete(
     caller: crate::auth::Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require("Subscription", herald_security::auth::Permission::Delete)?;
-    if !state.store.delete_subscription(&caller.tenant, &id).await? {
+    let result = delete_subscription(&state, &caller, &id).await;
+    let entity = is_valid_id(&id).then(|| format!("Subscription/{id}"));
+    audit::outcome(
+        &state,
+        &caller,
+        AuditKind::SubscriptionDelete,
+        entity,
+        &result,
+    )
+    .await;
+    result
+}
+
+async fn delete_subscription(
+    state: &SharedState,
+    caller: &crate::auth::Caller,
+    id: &str,
+) -> ApiResult<StatusCode> {
+    let (state, id) = (state.clone(), id.to_owned());
+    let access = caller.require("Subscription", herald_security::auth::Permission::Delete)?;
+    let visible_to_caller = state
+        .store
+        .get_subscription(&caller.tenant, &id)
+        .await?
+        .is_some_and(|record| visible(&access, caller, &record));
+    if !visible_to_caller || !state.store.delete_subscription(&caller.tenant, &id).await? {
         return Err(ApiError::not_found(format!(
             "Subscription/{id} is not known"
         )));

@@ -57,6 +57,7 @@ fn validate(body: &Value) -> ApiResult<String> {
 }
 
 async fn store(state: &SharedState, tenant: &str, id: &str, body: Value) -> ApiResult<TopicRecord> {
+    crate::limits::check_topic(&state.limits, &body)?;
     let url = validate(&body)?;
     if let Some(existing) = state.store.get_topic_by_url(tenant, &url).await? {
         if existing.id != id {

@@ -11,10 +11,12 @@
 //! endpoint holds back only its own subscription: each delivery runs in its own task,
 //! bounded by a semaphore. This crate does not match events or speak the FHIR REST API.
 
+pub mod access;
 pub mod payload;
 mod retry;
 pub mod signing;
 mod worker;
 
+pub use access::AccessGuard;
 pub use retry::RetrySchedule;
 pub use worker::{DeliveryConfig, RestHookWorker};

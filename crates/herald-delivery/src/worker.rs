@@ -14,6 +14,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use herald_audit::{AuditEntry, AuditKind, AuditOutcome};
+
+use crate::access::{permits, AccessGuard};
 use crate::payload::{bundle_request, classic_request, OutgoingRequest};
 use crate::retry::RetrySchedule;
 
@@ -69,6 +72,7 @@ struct Inner {
     config: DeliveryConfig,
     wake: Arc<Notify>,
     in_flight: Mutex<HashSet<SubscriptionKey>>,
+    guard: AccessGuard,
 }
 
 /// How an attempt went.
@@ -90,6 +94,7 @@ impl RestHookWorker {
         store: Arc<dyn Store>,
         config: DeliveryConfig,
         wake: Arc<Notify>,
+        guard: AccessGuard,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             // 3xx is a failure: never follow a redirect to somewhere the subscriber did not name.
@@ -111,6 +116,7 @@ impl RestHookWorker {
                 config,
                 wake,
                 in_flight: Mutex::new(HashSet::new()),
+                guard,
             }),
         })
     }
@@ -214,6 +220,24 @@ impl RestHookWorker {
                 return;
             }
         };
+        if record.status.counts_events() {
+            match self.inner.guard.revocation(&record).await {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    let stopped = self.inner.guard.stop(&record, &reason).await;
+                    let released = self.inner.store.release_claim(&record.key).await;
+                    if let Err(e) = stopped.and(released) {
+                        tracing::warn!(id = %record.key.id, error = %e, "could not turn off a revoked subscription; will retry");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(id = %record.key.id, error = %e, "could not check the owner's access; will retry");
+                    let _ = self.inner.store.release_claim(&record.key).await;
+                    return;
+                }
+            }
+        }
         let now = now_ms();
         let heartbeat_due = record.heartbeat_period.is_some_and(|period| {
             record.last_sent_at.unwrap_or(record.created_at) + period * 1000 <= now
@@ -254,9 +278,13 @@ impl RestHookWorker {
             NotificationType::Handshake,
             &[],
         );
-        match self.send(spec, request).await {
+        let attempt = self.send(spec, request).await;
+        self.audit_attempt(record, "handshake", &attempt).await;
+        match attempt {
             Attempt::Delivered => {
                 tracing::info!(id = %record.key.id, "handshake succeeded; subscription active");
+                self.audit_status(record, "active: handshake succeeded")
+                    .await;
                 store
                     .handshake_result(&record.key, record.version_id, Ok(()), now_ms())
                     .await
@@ -264,6 +292,8 @@ impl RestHookWorker {
             Attempt::Failed { error, .. } => {
                 tracing::warn!(id = %record.key.id, %error, "handshake failed; subscription in error");
                 let message = format!("handshake failed: {error}");
+                self.audit_status(record, &format!("error: {message}"))
+                    .await;
                 store
                     .handshake_result(&record.key, record.version_id, Err(&message), now_ms())
                     .await
@@ -310,6 +340,30 @@ impl RestHookWorker {
                 }
                 break;
             };
+            // The owner's grant is checked again for every event: what it no longer
+            // covers is withheld (audited) and delivery moves past it.
+            let mut sendable = Vec::with_capacity(pending.len());
+            for n in pending {
+                match permits(record.owner.as_ref(), &n.event) {
+                    Ok(()) => sendable.push(n),
+                    Err(reason) => {
+                        self.inner
+                            .guard
+                            .withheld(record, n.event_number, &reason)
+                            .await
+                    }
+                }
+            }
+            if sendable.is_empty() {
+                if !store
+                    .advance_delivery(&record.key, through, last, now_ms())
+                    .await?
+                {
+                    break;
+                }
+                through = last;
+                continue;
+            }
             let mut current = record.clone();
             current.events_since_start = current.events_since_start.max(last);
             let request = if spec.delivers_bundles() {
@@ -318,12 +372,16 @@ impl RestHookWorker {
                     &current,
                     spec,
                     NotificationType::EventNotification,
-                    &pending,
+                    &sendable,
                 )
             } else {
-                classic_request(spec, &pending[0])
+                classic_request(spec, &sendable[0])
             };
-            match self.send(spec, request).await {
+            let first = sendable[0].event_number;
+            let attempt = self.send(spec, request).await;
+            self.audit_attempt(record, &format!("events {first}..{last}"), &attempt)
+                .await;
+            match attempt {
                 Attempt::Delivered => {
                     tracing::debug!(id = %record.key.id, through = last, "delivered");
                     if !store
@@ -374,7 +432,9 @@ impl RestHookWorker {
                 NotificationType::Heartbeat,
                 &[],
             );
-            if let Attempt::Failed { error, .. } = self.send(spec, request).await {
+            let attempt = self.send(spec, request).await;
+            self.audit_attempt(record, "heartbeat", &attempt).await;
+            if let Attempt::Failed { error, .. } = attempt {
                 // A missed heartbeat is not retried: the next one is due a period later.
                 tracing::info!(id = %record.key.id, %error, "heartbeat not delivered");
             }
@@ -413,6 +473,10 @@ impl RestHookWorker {
             Some(_) => (record.status, error.to_owned()),
         };
         tracing::warn!(id = %record.key.id, attempts, status = status.as_str(), %error, "delivery failed");
+        if status != record.status {
+            self.audit_status(record, &format!("{}: {error}", status.as_str()))
+                .await;
+        }
         let now = now_ms();
         let failure = DeliveryFailure {
             version_id: record.version_id,
@@ -427,6 +491,43 @@ impl RestHookWorker {
             .store
             .record_delivery_failure(&record.key, &failure)
             .await
+    }
+
+    /// Records one delivery attempt (`what`: handshake, heartbeat, events a..b).
+    async fn audit_attempt(&self, record: &SubscriptionRecord, what: &str, attempt: &Attempt) {
+        let (outcome, detail) = match attempt {
+            Attempt::Delivered => (AuditOutcome::Success, format!("rest-hook {what} delivered")),
+            Attempt::Failed { error, .. } => (
+                AuditOutcome::MinorFailure,
+                format!("rest-hook {what} failed: {error}"),
+            ),
+        };
+        self.inner
+            .guard
+            .audit()
+            .record(
+                AuditEntry::new(&record.key.tenant, AuditKind::Delivery, outcome)
+                    .entity(format!("Subscription/{}", record.key.id))
+                    .detail(detail),
+            )
+            .await;
+    }
+
+    /// Records a status change Herald made.
+    async fn audit_status(&self, record: &SubscriptionRecord, detail: &str) {
+        self.inner
+            .guard
+            .audit()
+            .record(
+                AuditEntry::new(
+                    &record.key.tenant,
+                    AuditKind::SubscriptionStatus,
+                    AuditOutcome::Success,
+                )
+                .entity(format!("Subscription/{}", record.key.id))
+                .detail(format!("status {detail}")),
+            )
+            .await;
     }
 
     async fn send(&self, spec: &SubscriptionSpec, request: OutgoingRequest) -> Attempt {

@@ -194,6 +194,33 @@ pub trait Store: Send + Sync + 'static {
         status: herald_fhir::SubscriptionStatus,
         error: Option<&str>,
     ) -> StoreResult<()>;
+
+    // --- Access and audit ----------------------------------------------------------------
+    /// Subscriptions (any status) owned by `client_id`, for the per-client limit.
+    async fn count_subscriptions_by_owner(&self, tenant: &str, client_id: &str)
+        -> StoreResult<i64>;
+    /// Revokes a client's or a token's access; revoking twice keeps the first record.
+    async fn revoke_access(
+        &self,
+        tenant: &str,
+        kind: RevocationKind,
+        value: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Whether the client, or the token (by `jti`), has been revoked.
+    async fn is_revoked(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        token_id: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// Appends audit records in one transaction.
+    async fn append_audit(&self, records: &[AuditRecord]) -> StoreResult<()>;
+    /// Audit records of a tenant, newest first.
+    async fn search_audit(&self, tenant: &str, query: &AuditQuery)
+        -> StoreResult<Vec<AuditRecord>>;
+    async fn get_audit(&self, tenant: &str, id: &str) -> StoreResult<Option<AuditRecord>>;
 }
 
 #[cfg(test)]

@@ -30,7 +30,28 @@ pub struct NewSubscription<'a> {
     pub criteria: &'a str,
     pub channel_type: &'a str,
     pub heartbeat_period: Option<u32>,
+    /// The grant the subscription runs under (`None` in development mode).
+    pub owner: Option<&'a SubscriptionOwner>,
     pub now_ms: i64,
+}
+
+/// The grant a subscription was created or last updated under. Delivery re-checks it before
+/// every send: a revoked client or token stops receiving, and a patient-limited grant only
+/// ever receives its patient's resources of the types its scopes allow.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionOwner {
+    /// The OAuth client (`client_id`, else `azp`, else `sub`).
+    pub client_id: String,
+    /// The token's `sub`.
+    pub subject: String,
+    /// The token's `jti`, when it carried one, so revoking that token stops delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The patient the grant is limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    /// The granted SMART scopes, as the token listed them.
+    pub scopes: Vec<String>,
 }
 
 /// Whether delivery is waiting for a handshake.
@@ -68,6 +89,7 @@ pub struct SubscriptionRecord {
     pub last_sent_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub owner: Option<SubscriptionOwner>,
 }
 
 /// Search over subscriptions; each list is OR-ed, lists are AND-ed.
@@ -138,4 +160,54 @@ pub struct DeliveryFailure<'a> {
     pub status: SubscriptionStatus,
     pub error: &'a str,
     pub now_ms: i64,
+}
+
+/// What an administrator revoked: every subscription owned by the client, or created under
+/// the token, stops receiving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    Client,
+    Token,
+}
+
+impl RevocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Token => "token",
+        }
+    }
+}
+
+/// One entry of the audit trail (served as a FHIR `AuditEvent`). Never holds secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub tenant: String,
+    pub id: String,
+    pub recorded_at: i64,
+    /// What happened, e.g. `subscription-create`, `delivery`, `binding-token`.
+    pub kind: String,
+    /// FHIR `AuditEvent.action`: C R U D E.
+    pub action: String,
+    /// FHIR `AuditEvent.outcome`: 0 success, 4 minor failure, 8 serious failure, 12 major.
+    pub outcome: String,
+    /// The client that acted (`herald` for Herald's own actions such as deliveries).
+    pub agent_client: Option<String>,
+    pub agent_subject: Option<String>,
+    /// What it acted on, as a relative reference (`Subscription/abc`).
+    pub entity: Option<String>,
+    /// Outcome description.
+    pub detail: Option<String>,
+}
+
+/// Search over the audit trail; every given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub kinds: Vec<String>,
+    pub entity: Option<String>,
+    pub agent_client: Option<String>,
+    pub outcome: Option<String>,
+    pub limit: Option<i64>,
 }

@@ -85,6 +85,21 @@ fn parse_json(text: &str, what: &str) -> StoreResult<Value> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+fn owner_from_row(text: Option<String>) -> StoreResult<Option<SubscriptionOwner>> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("subscription owner: {e}")))
+    })
+    .transpose()
+}
+
+fn owner_columns(owner: Option<&SubscriptionOwner>) -> (Option<String>, Option<String>) {
+    (
+        owner.and_then(|o| serde_json::to_string(o).ok()),
+        owner.map(|o| o.client_id.clone()),
+    )
+}
+
 fn parse_status(code: &str) -> StoreResult<SubscriptionStatus> {
     SubscriptionStatus::parse(code)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown status '{code}'")))
@@ -92,14 +107,32 @@ fn parse_status(code: &str) -> StoreResult<SubscriptionStatus> {
 
 const SUBSCRIPTION_COLUMNS: &str = "tenant, id, version_id, resource, status, error, criteria, channel_type, \
      heartbeat_period, delivery_state, events_since_start, delivered_through, attempts, next_attempt_at, \
-     last_sent_at, created_at, updated_at";
+     last_sent_at, created_at, updated_at, owner";
 
 const RESOURCE_COLUMNS: &str =
     "tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event";
 
+const AUDIT_COLUMNS: &str =
+    "tenant, id, recorded_at, kind, action, outcome, agent_client, agent_subject, entity, detail";
+
 macro_rules! impl_store {
     ($store:ty, $db:ty, $migrations:literal) => {
         impl $store {
+            fn audit(row: &<$db as sqlx::Database>::Row) -> StoreResult<AuditRecord> {
+                Ok(AuditRecord {
+                    tenant: row.try_get("tenant")?,
+                    id: row.try_get("id")?,
+                    recorded_at: row.try_get("recorded_at")?,
+                    kind: row.try_get("kind")?,
+                    action: row.try_get("action")?,
+                    outcome: row.try_get("outcome")?,
+                    agent_client: row.try_get("agent_client")?,
+                    agent_subject: row.try_get("agent_subject")?,
+                    entity: row.try_get("entity")?,
+                    detail: row.try_get("detail")?,
+                })
+            }
+
             fn subscription(row: &<$db as sqlx::Database>::Row) -> StoreResult<SubscriptionRecord> {
                 let status: String = row.try_get("status")?;
                 let state: String = row.try_get("delivery_state")?;
@@ -121,6 +154,7 @@ macro_rules! impl_store {
                     last_sent_at: row.try_get("last_sent_at")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
+                    owner: owner_from_row(row.try_get("owner")?)?,
                 })
             }
 
@@ -169,9 +203,10 @@ macro_rules! impl_store {
                 let state = if new.status == SubscriptionStatus::Active { "ready" } else { "handshake" };
                 let sql = format!(
                     "INSERT INTO subscriptions (tenant, id, version_id, resource, status, error, criteria, channel_type, \
-                     heartbeat_period, delivery_state, created_at, updated_at) \
-                     VALUES ($1, $2, 1, $3, $4, NULL, $5, $6, $7, $8, $9, $9) RETURNING {SUBSCRIPTION_COLUMNS}"
+                     heartbeat_period, delivery_state, created_at, updated_at, owner, owner_client) \
+                     VALUES ($1, $2, 1, $3, $4, NULL, $5, $6, $7, $8, $9, $9, $10, $11) RETURNING {SUBSCRIPTION_COLUMNS}"
                 );
+                let (owner, owner_client) = owner_columns(new.owner);
                 let row = sqlx::query(&sql)
                     .bind(new.tenant)
                     .bind(new.id)
@@ -182,6 +217,8 @@ macro_rules! impl_store {
                     .bind(new.heartbeat_period.map(i64::from))
                     .bind(state)
                     .bind(new.now_ms)
+                    .bind(owner)
+                    .bind(owner_client)
                     .fetch_one(&self.pool)
                     .await
                     .map_err(convert)?;
@@ -202,9 +239,11 @@ macro_rules! impl_store {
                 let sql = format!(
                     "UPDATE subscriptions SET version_id = version_id + 1, resource = $1, status = $2, error = NULL, \
                      criteria = $3, channel_type = $4, heartbeat_period = $5, \
-                     delivery_state = COALESCE($6, delivery_state), attempts = 0, next_attempt_at = NULL, updated_at = $7 \
-                     WHERE tenant = $8 AND id = $9 RETURNING {SUBSCRIPTION_COLUMNS}"
+                     delivery_state = COALESCE($6, delivery_state), attempts = 0, next_attempt_at = NULL, updated_at = $7, \
+                     owner = $8, owner_client = $9 \
+                     WHERE tenant = $10 AND id = $11 RETURNING {SUBSCRIPTION_COLUMNS}"
                 );
+                let (owner, owner_client) = owner_columns(new.owner);
                 let row = sqlx::query(&sql)
                     .bind(new.resource.to_string())
                     .bind(new.status.as_str())
@@ -213,6 +252,8 @@ macro_rules! impl_store {
                     .bind(new.heartbeat_period.map(i64::from))
                     .bind(state)
                     .bind(new.now_ms)
+                    .bind(owner)
+                    .bind(owner_client)
                     .bind(new.tenant)
                     .bind(new.id)
                     .fetch_optional(&self.pool)
@@ -579,6 +620,106 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn count_subscriptions_by_owner(&self, tenant: &str, client_id: &str) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions WHERE tenant = $1 AND owner_client = $2")
+                    .bind(tenant).bind(client_id).fetch_one(&self.pool).await?;
+                Ok(row.try_get("n")?)
+            }
+
+            async fn revoke_access(
+                &self,
+                tenant: &str,
+                kind: RevocationKind,
+                value: &str,
+                reason: Option<&str>,
+                now_ms: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO access_revocations (tenant, kind, value, reason, revoked_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant, kind, value) DO NOTHING",
+                )
+                .bind(tenant).bind(kind.as_str()).bind(value).bind(reason).bind(now_ms)
+                .execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn is_revoked(&self, tenant: &str, client_id: &str, token_id: Option<&str>) -> StoreResult<bool> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM access_revocations WHERE tenant = $1 AND \
+                     ((kind = 'client' AND value = $2) OR (kind = 'token' AND value = $3))",
+                )
+                .bind(tenant).bind(client_id).bind(token_id)
+                .fetch_one(&self.pool).await?;
+                let n: i64 = row.try_get("n")?;
+                Ok(n > 0)
+            }
+
+            async fn append_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
+                if records.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for r in records {
+                    sqlx::query(
+                        "INSERT INTO audit_events (tenant, id, recorded_at, kind, action, outcome, agent_client, \
+                         agent_subject, entity, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         ON CONFLICT (tenant, id) DO NOTHING",
+                    )
+                    .bind(&r.tenant).bind(&r.id).bind(r.recorded_at).bind(&r.kind).bind(&r.action)
+                    .bind(&r.outcome).bind(&r.agent_client).bind(&r.agent_subject).bind(&r.entity)
+                    .bind(&r.detail)
+                    .execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn search_audit(&self, tenant: &str, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+                let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant = $1");
+                let mut n = 1;
+                let mut numbers: Vec<i64> = Vec::new();
+                let mut texts: Vec<&str> = Vec::new();
+                // Numbers are bound first, then texts: placeholders ascend in that order.
+                for (column, op, value) in [("recorded_at", ">=", query.since_ms), ("recorded_at", "<=", query.until_ms)] {
+                    if let Some(v) = value {
+                        n += 1;
+                        sql.push_str(&format!(" AND {column} {op} ${n}"));
+                        numbers.push(v);
+                    }
+                }
+                if !query.kinds.is_empty() {
+                    let placeholders: Vec<String> = query.kinds.iter().map(|_| { n += 1; format!("${n}") }).collect();
+                    sql.push_str(&format!(" AND kind IN ({})", placeholders.join(", ")));
+                    texts.extend(query.kinds.iter().map(String::as_str));
+                }
+                for (column, value) in [("entity", &query.entity), ("agent_client", &query.agent_client), ("outcome", &query.outcome)] {
+                    if let Some(v) = value {
+                        n += 1;
+                        sql.push_str(&format!(" AND {column} = ${n}"));
+                        texts.push(v);
+                    }
+                }
+                sql.push_str(&format!(
+                    " ORDER BY recorded_at DESC, id DESC LIMIT {}",
+                    query.limit.unwrap_or(100).clamp(0, 1_000)
+                ));
+                let mut q = sqlx::query(&sql).bind(tenant);
+                for v in numbers {
+                    q = q.bind(v);
+                }
+                for t in texts {
+                    q = q.bind(t);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                rows.iter().map(Self::audit).collect()
+            }
+
+            async fn get_audit(&self, tenant: &str, id: &str) -> StoreResult<Option<AuditRecord>> {
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant = $1 AND id = $2");
+                let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::audit).transpose()
             }
         }
     };

@@ -46,6 +46,7 @@ fn new_sub<'a>(id: &'a str, resource: &'a serde_json::Value) -> NewSubscription<
         criteria: "Observation?code=1",
         channel_type: "rest-hook",
         heartbeat_period: None,
+        owner: None,
         now_ms: 1_000,
     }
 }
@@ -442,6 +443,163 @@ async fn conformance(store: &dyn Store) {
         .expect("log")
         .is_empty());
     assert_eq!(store.counting_subscriptions().await.expect("list").len(), 1);
+    access_and_audit(store).await;
+}
+
+async fn access_and_audit(store: &dyn Store) {
+    let owner = SubscriptionOwner {
+        client_id: "dashboard".into(),
+        subject: "user-1".into(),
+        token_id: Some("jti-1".into()),
+        patient: Some("123".into()),
+        scopes: vec!["patient/Observation.rs".into()],
+    };
+    let resource = json!({"resourceType": "Subscription"});
+    for id in ["o1", "o2"] {
+        let mut new = new_sub(id, &resource);
+        new.tenant = "t9";
+        new.owner = Some(&owner);
+        store.create_subscription(new).await.expect("create owned");
+    }
+    let read = store
+        .get_subscription("t9", "o1")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(read.owner.as_ref(), Some(&owner), "owner round-trips");
+    assert_eq!(
+        store
+            .count_subscriptions_by_owner("t9", "dashboard")
+            .await
+            .expect("count"),
+        2
+    );
+    assert_eq!(
+        store
+            .count_subscriptions_by_owner("t1", "dashboard")
+            .await
+            .expect("count"),
+        0,
+        "counted per tenant"
+    );
+    // An update by another grant takes the subscription over.
+    let other = SubscriptionOwner {
+        client_id: "admin".into(),
+        ..owner.clone()
+    };
+    let mut update = new_sub("o2", &resource);
+    update.tenant = "t9";
+    update.owner = Some(&other);
+    store.update_subscription(update).await.expect("update");
+    assert_eq!(
+        store
+            .count_subscriptions_by_owner("t9", "dashboard")
+            .await
+            .expect("count"),
+        1
+    );
+
+    assert!(!store
+        .is_revoked("t9", "dashboard", Some("jti-1"))
+        .await
+        .expect("check"));
+    store
+        .revoke_access("t9", RevocationKind::Token, "jti-1", Some("lost"), 5)
+        .await
+        .expect("revoke");
+    store
+        .revoke_access("t9", RevocationKind::Token, "jti-1", None, 6)
+        .await
+        .expect("revoking twice is fine");
+    assert!(store
+        .is_revoked("t9", "dashboard", Some("jti-1"))
+        .await
+        .expect("check"));
+    assert!(!store
+        .is_revoked("t9", "dashboard", Some("jti-2"))
+        .await
+        .expect("another token of the client"));
+    assert!(!store
+        .is_revoked("t1", "dashboard", Some("jti-1"))
+        .await
+        .expect("another tenant"));
+    store
+        .revoke_access("t9", RevocationKind::Client, "dashboard", None, 7)
+        .await
+        .expect("revoke client");
+    assert!(store
+        .is_revoked("t9", "dashboard", None)
+        .await
+        .expect("check"));
+
+    let audit = |id: &str, at: i64, kind: &str, outcome: &str| AuditRecord {
+        tenant: "t9".into(),
+        id: id.into(),
+        recorded_at: at,
+        kind: kind.into(),
+        action: "C".into(),
+        outcome: outcome.into(),
+        agent_client: Some("dashboard".into()),
+        agent_subject: None,
+        entity: Some("Subscription/o1".into()),
+        detail: None,
+    };
+    store
+        .append_audit(&[
+            audit("a1", 10, "subscription-create", "0"),
+            audit("a2", 20, "delivery", "0"),
+            audit("a3", 30, "delivery", "4"),
+        ])
+        .await
+        .expect("append");
+    store
+        .append_audit(&[audit("a1", 10, "subscription-create", "0")])
+        .await
+        .expect("appending the same record twice is idempotent");
+    let ids = |records: Vec<AuditRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = store
+        .search_audit("t9", &AuditQuery::default())
+        .await
+        .expect("search");
+    assert_eq!(ids(all), ["a3", "a2", "a1"], "newest first");
+    let query = AuditQuery {
+        since_ms: Some(15),
+        kinds: vec!["delivery".into()],
+        outcome: Some("4".into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(
+        ids(store.search_audit("t9", &query).await.expect("search")),
+        ["a3"]
+    );
+    let query = AuditQuery {
+        until_ms: Some(20),
+        entity: Some("Subscription/o1".into()),
+        agent_client: Some("dashboard".into()),
+        limit: Some(1),
+        ..AuditQuery::default()
+    };
+    assert_eq!(
+        ids(store.search_audit("t9", &query).await.expect("search")),
+        ["a2"]
+    );
+    assert!(
+        store
+            .search_audit("t1", &AuditQuery::default())
+            .await
+            .expect("search")
+            .is_empty(),
+        "audit is per tenant"
+    );
+    assert_eq!(
+        store
+            .get_audit("t9", "a2")
+            .await
+            .expect("get")
+            .map(|r| r.kind),
+        Some("delivery".into())
+    );
+    assert!(store.get_audit("t1", "a2").await.expect("get").is_none());
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ async fn server(max_connections: usize) -> BenchResult<()> {
             criteria: "http://herald.health/SubscriptionTopic/lab-result",
             channel_type: "websocket",
             heartbeat_period: None,
+            owner: None,
             now_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await?;

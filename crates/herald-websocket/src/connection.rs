@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use herald_delivery::access::permits;
 use herald_fhir::{IssueType, OperationOutcome, SubscriptionStatus};
 use herald_store::{SubscriptionKey, SubscriptionRecord};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -342,6 +343,15 @@ impl Connection<'_> {
                 }
             };
             for notification in &page {
+                if let Err(reason) = permits(record.owner.as_ref(), &notification.event) {
+                    if let Some(guard) = &hub.guard {
+                        guard
+                            .withheld(&record, notification.event_number, &reason)
+                            .await;
+                    }
+                    cursor = notification.event_number;
+                    continue;
+                }
                 let frame = match style {
                     BindingStyle::Bundles => view.event(&hub.config.base_url, notification),
                     BindingStyle::Ping => view.ping(),
@@ -392,6 +402,24 @@ impl Connection<'_> {
             }
         };
         check_bindable(&record)?;
+        if let Some(guard) = &hub.guard {
+            match guard.revocation(&record).await {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    if let Err(e) = guard.stop(&record, &reason).await {
+                        tracing::warn!(subscription = %key.id, error = %e, "could not turn off a revoked subscription");
+                    }
+                    return Err(OperationOutcome::error(
+                        IssueType::Forbidden,
+                        format!("Subscription/{}: {reason}", key.id),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(subscription = %key.id, error = %e, "checking the owner's access for a websocket bind failed");
+                    return Err(unavailable());
+                }
+            }
+        }
         if record.status == SubscriptionStatus::Requested {
             // The handshake about to be sent is what activates a websocket subscription.
             if let Err(e) = hub

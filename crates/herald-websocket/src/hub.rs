@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
+use herald_delivery::access::{permits, AccessGuard};
 use herald_store::{Store, SubscriptionKey, SubscriptionQuery, SubscriptionRecord};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -119,6 +120,9 @@ pub struct WebSocketHub {
     registry: Mutex<Registry>,
     wake: Notify,
     shutting_down: AtomicBool,
+    /// Re-checks each subscription owner's grant before sending (none in unit tests of
+    /// the channel alone; the composition root always sets one).
+    pub(crate) guard: Option<AccessGuard>,
 }
 
 impl std::fmt::Debug for WebSocketHub {
@@ -132,6 +136,23 @@ impl std::fmt::Debug for WebSocketHub {
 impl WebSocketHub {
     /// A hub over `store`; refuses an invalid `config` (the message names the field).
     pub fn new(store: Arc<dyn Store>, config: WebSocketConfig) -> Result<Arc<Self>, String> {
+        Self::build(store, config, None)
+    }
+
+    /// A hub that re-checks every owner's grant at send time and audits token issues.
+    pub fn with_access_guard(
+        store: Arc<dyn Store>,
+        config: WebSocketConfig,
+        guard: AccessGuard,
+    ) -> Result<Arc<Self>, String> {
+        Self::build(store, config, Some(guard))
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        config: WebSocketConfig,
+        guard: Option<AccessGuard>,
+    ) -> Result<Arc<Self>, String> {
         config.validate()?;
         Ok(Arc::new(Self {
             store,
@@ -141,6 +162,7 @@ impl WebSocketHub {
             registry: Mutex::new(Registry::default()),
             wake: Notify::new(),
             shutting_down: AtomicBool::new(false),
+            guard,
         }))
     }
 
@@ -322,6 +344,23 @@ impl WebSocketHub {
                     continue;
                 }
             };
+            if let (Some(guard), Some(record)) = (&self.guard, record) {
+                match guard.revocation(record).await {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => {
+                        if let Err(e) = guard.stop(record, &reason).await {
+                            tracing::warn!(subscription = %p.key.id, error = %e, "could not turn off a revoked subscription");
+                        }
+                        self.end_feed(&p.key, p.generation);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(subscription = %p.key.id, error = %e, "could not check the owner's access; retrying at the next poll");
+                        continue;
+                    }
+                }
+            }
+            let owner = record.and_then(|r| r.owner.as_ref());
             let mut frames = Vec::new();
             if view.events_since_start > p.cursor {
                 let (tenant, id) = (&p.key.tenant, &p.key.id);
@@ -340,14 +379,20 @@ impl WebSocketHub {
                 more |= notifications.len() as i64 == page_size;
                 let base_url = &self.config.base_url;
                 let ping = view.ping();
-                frames = notifications
-                    .iter()
-                    .map(|n| {
-                        let bundle = p.styles.0.then(|| view.event(base_url, n));
-                        let ping = p.styles.1.then(|| ping.clone());
-                        (n.event_number, bundle, ping)
-                    })
-                    .collect();
+                for n in &notifications {
+                    // A notification the owner's grant no longer covers is withheld: its
+                    // number passes with no frame.
+                    if let Err(reason) = permits(owner, &n.event) {
+                        if let (Some(guard), Some(record)) = (&self.guard, record) {
+                            guard.withheld(record, n.event_number, &reason).await;
+                        }
+                        frames.push((n.event_number, None, None));
+                        continue;
+                    }
+                    let bundle = p.styles.0.then(|| view.event(base_url, n));
+                    let ping = p.styles.1.then(|| ping.clone());
+                    frames.push((n.event_number, bundle, ping));
+                }
             }
             self.deliver(&p.key, p.generation, p.cursor, view, &frames);
         }

@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Extension;
 use axum::Router;
 use chrono::{SecondsFormat, Utc};
+use herald_audit::{AuditEntry, AuditKind, AuditOutcome};
 use herald_fhir::{IssueType, OperationOutcome};
 use serde_json::{json, Value};
 
@@ -46,6 +47,14 @@ pub fn router(hub: Arc<WebSocketHub>) -> Router {
 /// request extension by the API's authentication layer. Tokens are bound to it.
 #[derive(Debug, Clone)]
 pub struct BindingTenant(pub String);
+
+/// Who asked for a binding token (the authenticated client and user), for the audit
+/// trail; set by the same middleware as [`BindingTenant`].
+#[derive(Debug, Clone)]
+pub struct BindingAgent {
+    pub client: String,
+    pub subject: Option<String>,
+}
 
 /// The tenant of a token request: the extension, else (unless required) the configured one.
 fn request_tenant(
@@ -101,6 +110,7 @@ fn fhir_json(status: StatusCode, body: &Value) -> Response {
 async fn type_level_get(
     State(hub): State<Arc<WebSocketHub>>,
     tenant: Option<Extension<BindingTenant>>,
+    agent: Option<Extension<BindingAgent>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let tenant = request_tenant(&hub, tenant)?;
@@ -118,12 +128,13 @@ async fn type_level_get(
             }
         }
     }
-    issue(&hub, &tenant, ids).await
+    issue(&hub, &tenant, agent.map(|Extension(a)| a), ids).await
 }
 
 async fn type_level_post(
     State(hub): State<Arc<WebSocketHub>>,
     tenant: Option<Extension<BindingTenant>>,
+    agent: Option<Extension<BindingAgent>>,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let tenant = request_tenant(&hub, tenant)?;
@@ -139,7 +150,7 @@ async fn type_level_post(
     } else {
         ids_from_parameters(&body)?
     };
-    issue(&hub, &tenant, ids).await
+    issue(&hub, &tenant, agent.map(|Extension(a)| a), ids).await
 }
 
 /// The `id` parameters of an input `Parameters` resource.
@@ -187,14 +198,20 @@ fn ids_from_parameters(body: &[u8]) -> Result<Vec<String>, HttpError> {
 async fn instance_level(
     State(hub): State<Arc<WebSocketHub>>,
     tenant: Option<Extension<BindingTenant>>,
+    agent: Option<Extension<BindingAgent>>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
     let tenant = request_tenant(&hub, tenant)?;
-    issue(&hub, &tenant, vec![id]).await
+    issue(&hub, &tenant, agent.map(|Extension(a)| a), vec![id]).await
 }
 
 /// Checks the subscriptions and issues a token for them.
-async fn issue(hub: &WebSocketHub, tenant: &str, ids: Vec<String>) -> Result<Response, HttpError> {
+async fn issue(
+    hub: &WebSocketHub,
+    tenant: &str,
+    agent: Option<BindingAgent>,
+    ids: Vec<String>,
+) -> Result<Response, HttpError> {
     let config = &hub.config;
     if ids.is_empty() {
         return Err(HttpError::new(
@@ -270,6 +287,26 @@ async fn issue(hub: &WebSocketHub, tenant: &str, ids: Vec<String>) -> Result<Res
     );
     parameter.push(json!({"name": "websocket-url", "valueUrl": config.websocket_url}));
     let body = json!({"resourceType": "Parameters", "parameter": parameter});
+    if let Some(guard) = &hub.guard {
+        let mut entry = AuditEntry::new(tenant, AuditKind::BindingToken, AuditOutcome::Success)
+            .entity(format!("Subscription/{}", unique.join(",Subscription/")))
+            .detail(format!(
+                "websocket binding token issued for {} subscription(s), valid {} s",
+                unique.len(),
+                config.token_ttl.as_secs()
+            ));
+        if let Some(BindingAgent { client, subject }) = agent {
+            entry = entry.agent(&client, subject.as_deref());
+        }
+        if let Err(e) = guard.audit().record_now(entry).await {
+            tracing::error!(error = %e, "recording a binding-token issue failed");
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                "storage is unavailable; please retry",
+            ));
+        }
+    }
     Ok(fhir_json(StatusCode::OK, &body))
 }
 

@@ -232,8 +232,16 @@ impl Herald {
             }
             c
         };
-        let ws_hub = herald_websocket::WebSocketHub::new(Arc::clone(&store), ws_config)
-            .map_err(|e| anyhow::anyhow!("websocket settings: {e}"))?;
+        let (audit, audit_writer) =
+            herald_audit::AuditLog::start(Arc::clone(&store), shutdown.clone());
+        tasks.push(("audit", audit_writer));
+        let access_guard = herald_delivery::AccessGuard::new(Arc::clone(&store), audit.clone());
+        let ws_hub = herald_websocket::WebSocketHub::with_access_guard(
+            Arc::clone(&store),
+            ws_config,
+            access_guard.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("websocket settings: {e}"))?;
         tasks.push((
             "websocket",
             tokio::spawn(Arc::clone(&ws_hub).run(shutdown.clone())),
@@ -280,6 +288,7 @@ impl Herald {
             Arc::clone(&store),
             delivery_config,
             Arc::clone(&delivery_wake),
+            access_guard.clone(),
         )
         .context("building the HTTP client")?;
         tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
@@ -323,14 +332,31 @@ impl Herald {
             base_url: base_url.clone(),
             tenant: settings.tenant.clone(),
             delivery_wake,
+            audit,
+            access_guard,
+            limits: herald_api::limits::Limits {
+                max_subscriptions_per_client: settings.limits.max_subscriptions_per_client,
+                max_filters_per_subscription: settings.limits.max_filters_per_subscription,
+                max_expression_bytes: settings.limits.max_expression_bytes,
+            },
+            rate_limit: herald_api::limits::RateLimit::new(
+                settings.limits.requests_per_second,
+                settings.limits.burst,
+            ),
             mode: match mode {
                 Mode::Embedded => "embedded",
                 Mode::Production { .. } => "production",
             },
         });
-        let ws_routes = herald_websocket::router(ws_hub).route_layer(
-            axum::middleware::from_fn_with_state(Arc::clone(&state), herald_api::auth::bind_tenant),
-        );
+        let ws_routes = herald_websocket::router(ws_hub)
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                herald_api::auth::bind_tenant,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                herald_api::limits::rate_limit,
+            ));
         let app = herald_api::router(state)
             .merge(ws_routes)
             .layer(tower_http::trace::TraceLayer::new_for_http());
@@ -338,8 +364,11 @@ impl Herald {
         tasks.push((
             "http",
             tokio::spawn(async move {
-                let serve = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { server_shutdown.cancelled().await });
+                let serve = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { server_shutdown.cancelled().await });
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTP server stopped");
                 }

@@ -33,6 +33,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub auth: AuthSettings,
     pub endpoints: EndpointSettings,
+    pub limits: LimitSettings,
     /// `tracing` filter, e.g. `info` or `herald_delivery=debug,info`.
     pub log: String,
 }
@@ -76,6 +77,34 @@ pub struct EndpointSettings {
     pub allow_list: Vec<String>,
     /// Allow plain http endpoints (never for full-resource content).
     pub allow_http: bool,
+}
+
+/// What one client may ask of Herald. Rate limits apply per OAuth client (per peer address
+/// without credentials) to the subscriber-facing API, not to the write facade or ingest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Sustained requests per second per client; 0 turns rate limiting off.
+    pub requests_per_second: u32,
+    /// Requests a client may make at once before the rate applies.
+    pub burst: u32,
+    pub max_subscriptions_per_client: u32,
+    pub max_filters_per_subscription: usize,
+    /// Bytes in one criteria string, filter or topic expression.
+    pub max_expression_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let limits = herald_api::limits::Limits::default();
+        Self {
+            requests_per_second: 50,
+            burst: 100,
+            max_subscriptions_per_client: limits.max_subscriptions_per_client,
+            max_filters_per_subscription: limits.max_filters_per_subscription,
+            max_expression_bytes: limits.max_expression_bytes,
+        }
+    }
 }
 
 /// How long the notification log keeps *delivered* events (for `$events` and replay).
@@ -129,6 +158,7 @@ impl Default for Settings {
             retention: RetentionSettings::default(),
             auth: AuthSettings::default(),
             endpoints: EndpointSettings::default(),
+            limits: LimitSettings::default(),
             log: "info".into(),
         }
     }

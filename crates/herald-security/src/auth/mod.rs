@@ -37,8 +37,10 @@ pub struct Principal {
     /// The `patient` claim (SMART launch context), if present.
     pub patient: Option<String>,
     pub scopes: Scopes,
-    /// `exp`, seconds since the Unix epoch. Delivery re-checks access after it.
+    /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// `jti`, when the token has one: revoking it stops what was created with it.
+    pub token_id: Option<String>,
 }
 
 /// The breadth of an access decision.

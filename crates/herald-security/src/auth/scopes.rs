@@ -184,6 +184,9 @@ pub struct Scopes {
     resource: Vec<ResourceScope>,
     other: Vec<String>,
     rejected: Vec<ScopeRejection>,
+    /// The accepted scope strings as the token gave them, so a grant can be recorded and
+    /// parsed again later (a subscription's owner).
+    granted: Vec<String>,
 }
 
 impl Scopes {
@@ -201,8 +204,14 @@ impl Scopes {
                 continue;
             }
             match parse_scope(scope) {
-                Ok(Parsed::Resource(resource)) => parsed.resource.push(resource),
-                Ok(Parsed::Other) => parsed.other.push(scope.to_owned()),
+                Ok(Parsed::Resource(resource)) => {
+                    parsed.resource.push(resource);
+                    parsed.granted.push(scope.to_owned());
+                }
+                Ok(Parsed::Other) => {
+                    parsed.other.push(scope.to_owned());
+                    parsed.granted.push(scope.to_owned());
+                }
                 Err(reason) => parsed.reject(scope, reason),
             }
         }
@@ -264,6 +273,12 @@ impl Scopes {
 
     pub fn rejected(&self) -> &[ScopeRejection] {
         &self.rejected
+    }
+
+    /// The accepted scopes as written; `Scopes::from_scope_strings` of these gives the
+    /// same grant.
+    pub fn granted(&self) -> &[String] {
+        &self.granted
     }
 
     pub fn is_empty(&self) -> bool {

@@ -426,6 +426,7 @@ impl TokenValidator {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or_else(|| AuthError::InvalidClaim("exp".into()))?;
+        let token_id = identifier(&claims, "jti")?;
         Ok(Principal {
             subject,
             client_id,
@@ -433,6 +434,7 @@ impl TokenValidator {
             patient,
             scopes,
             expires_at,
+            token_id,
         })
     }
 }

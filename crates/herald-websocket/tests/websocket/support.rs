@@ -127,6 +127,7 @@ impl TestHub {
                 criteria: TOPIC,
                 channel_type,
                 heartbeat_period: heartbeat,
+                owner: None,
                 now_ms: chrono::Utc::now().timestamp_millis(),
             })
             .await
