@@ -159,9 +159,22 @@ impl TestHub {
 
     /// Waits until the subscription has `status`.
     pub async fn wait_for_status(&self, id: &str, status: &str) {
+        self.wait_for_status_as(id, status, None).await;
+    }
+
+    /// [`Self::wait_for_status`] with a bearer token.
+    pub async fn wait_for_status_with(&self, id: &str, status: &str, bearer: &str) {
+        self.wait_for_status_as(id, status, Some(bearer)).await;
+    }
+
+    async fn wait_for_status_as(&self, id: &str, status: &str, bearer: Option<&str>) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let (_, body) = self.get(&format!("/Subscription/{id}")).await;
+            let mut request = self.http.get(self.url(&format!("/Subscription/{id}")));
+            if let Some(token) = bearer {
+                request = request.bearer_auth(token);
+            }
+            let (_, body) = Self::read(request.send().await.expect("request")).await;
             if body["status"] == status {
                 return;
             }

@@ -48,15 +48,8 @@ fn too_much(diagnostics: String) -> ApiError {
     )
 }
 
-/// Checks a subscription against the limits before it is stored. `previous_owner` is the
-/// client owning the subscription being replaced (it does not count twice).
-pub(crate) async fn check_subscription(
-    state: &SharedState,
-    caller: &Caller,
-    spec: &SubscriptionSpec,
-    previous_owner: Option<&str>,
-) -> ApiResult<()> {
-    let limits = &state.limits;
+/// Checks the size of what a subscription asks for, before its criteria are compiled.
+pub(crate) fn check_shape(limits: &Limits, spec: &SubscriptionSpec) -> ApiResult<()> {
     let (expressions, filters): (Vec<&str>, usize) = match &spec.kind {
         SubscriptionKind::Criteria { criteria } => (
             vec![criteria.as_str()],
@@ -84,6 +77,17 @@ pub(crate) async fn check_subscription(
             limits.max_filters_per_subscription
         )));
     }
+    Ok(())
+}
+
+/// Checks the client's subscription count before a new one is stored. `previous_owner` is
+/// the client owning the subscription being replaced (it does not count twice).
+pub(crate) async fn check_client_quota(
+    state: &SharedState,
+    caller: &Caller,
+    previous_owner: Option<&str>,
+) -> ApiResult<()> {
+    let limits = &state.limits;
     let client = caller.client_id();
     if previous_owner != Some(client) {
         let owned = state

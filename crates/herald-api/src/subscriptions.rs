@@ -23,6 +23,7 @@ use herald_security::auth::{Access, Permission};
 /// Validates fully (structure, channel, topic, filters, criteria) before anything is stored.
 async fn validate(state: &SharedState, tenant: &str, body: &Value) -> ApiResult<SubscriptionSpec> {
     let spec = SubscriptionSpec::from_resource(body)?;
+    limits::check_shape(&state.limits, &spec)?;
     compile_subscription(tenant, &spec, &state.catalog).await?;
     if let Some(end) = spec.end {
         if end <= chrono::Utc::now() {
@@ -257,7 +258,7 @@ async fn create_subscription(
     let spec = validate(&state, &caller.tenant, &body).await?;
     check_compartment(&access, caller, &spec)?;
     check_endpoint(&state, &spec)?;
-    limits::check_subscription(&state, caller, &spec, None).await?;
+    limits::check_client_quota(&state, caller, None).await?;
     if spec
         .signing_secrets
         .iter()
@@ -366,7 +367,7 @@ async fn update_subscription(
         .as_ref()
         .and_then(|r| r.owner.as_ref())
         .map(|o| o.client_id.as_str());
-    limits::check_subscription(&state, caller, &spec, previous_owner).await?;
+    limits::check_client_quota(&state, caller, previous_owner).await?;
     let owner = caller.owner();
     if existing.is_none() {
         ensure_signing_secret(&mut body, &spec);

@@ -1,5 +1,6 @@
 //! Herald end to end: one test binary, real NATS JetStream, real PostgreSQL, real HTTP.
 
+mod access;
 mod capture;
 mod delivery;
 mod faults;

@@ -14,7 +14,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-fn token(scope: &str, extra: Value) -> String {
+pub(crate) fn token(scope: &str, extra: Value) -> String {
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "client-1", "client_id": "client-1", "iat": now, "exp": now + 300, "scope": scope});
     if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
@@ -29,7 +29,11 @@ fn token(scope: &str, extra: Value) -> String {
     .expect("sign")
 }
 
-async fn secured_hub() -> TestHub {
+pub(crate) async fn secured_hub() -> TestHub {
+    TestHub::start_with(secured_settings().await).await
+}
+
+pub(crate) async fn secured_settings() -> herald::settings::Settings {
     let mut settings = test_settings(TestMode::Embedded).await;
     settings.auth.issuer = Some(ISSUER.into());
     settings.auth.audience = Some(AUDIENCE.into());
@@ -37,10 +41,10 @@ async fn secured_hub() -> TestHub {
     // The test receivers live on loopback: allowed explicitly, as an operator would.
     settings.endpoints.allow_list = vec!["127.0.0.1".into()];
     settings.endpoints.allow_http = true;
-    TestHub::start_with(settings).await
+    settings
 }
 
-async fn wait_active(hub: &TestHub, id: &str, bearer: &str) {
+pub(crate) async fn wait_active(hub: &TestHub, id: &str, bearer: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let (_, body, _) = call(
@@ -62,7 +66,7 @@ async fn wait_active(hub: &TestHub, id: &str, bearer: &str) {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     hub: &TestHub,
     method: &str,
     path: &str,
