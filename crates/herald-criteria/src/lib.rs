@@ -13,9 +13,11 @@ mod date;
 mod error;
 mod filter;
 mod keys;
+mod plan;
 mod registry;
 mod search;
 mod topic;
+mod translate;
 mod values;
 
 pub use cel::CelFilter;

@@ -15,11 +15,11 @@ use serde_json::Value;
 use crate::date::{DateRange, Prefix};
 use crate::error::{err, CriteriaError};
 use crate::keys::{reference_key, token_key, EqualityKey};
+use crate::plan::Plan;
 use crate::registry::{self, ParamDef, ParamType};
 use crate::values::{
-    any_node, collect, date_ranges, normalize, reference_identifier, reference_matches,
-    split_reference, string_values, token_matches, token_texts, uri_matches, RefParts, TokenQuery,
-    UriMode,
+    date_ranges, normalize, reference_identifier, reference_matches, split_reference,
+    string_values, token_matches, token_texts, uri_matches, RefParts, TokenQuery, UriMode,
 };
 
 /// Result/control parameters: meaningful for a search response, not for a match test.
@@ -214,58 +214,45 @@ impl Clause {
         EqualityKey::new(self.def, values)
     }
 
-    fn matches(&self, resource: &Value) -> bool {
-        // The common equality tests walk the elements without gathering them.
-        match &self.test {
-            Test::Token { any_of, negate } => {
-                let hit = any_node(resource, self.def.paths, &mut |n| {
+    pub(crate) fn matches(&self, resource: &Value) -> bool {
+        let plan = &self.def.plan;
+        // `None`: the values could not be computed (a FHIRPath evaluation error); the
+        // clause then fails closed, whatever its test.
+        let found = match &self.test {
+            Test::Missing(want) => plan
+                .any_value(resource, &mut |_, _| true)
+                .map(|found| found != *want),
+            Test::Token { any_of, negate } => plan
+                .any_value(resource, &mut |n, _| {
                     any_of.iter().any(|q| token_matches(n, q))
-                });
-                return hit != *negate;
-            }
-            Test::Reference(refs) => {
-                return any_node(resource, self.def.paths, &mut |n| {
-                    refs.iter()
-                        .any(|q| reference_matches(n, q, self.def.targets))
-                });
-            }
-            _ => {}
-        }
-        let mut nodes = Vec::new();
-        for path in self.def.paths {
-            collect(resource, path, &mut nodes);
-        }
-        match &self.test {
-            Test::Missing(want) => nodes.is_empty() == *want,
-            Test::Token { any_of, negate } => {
-                let hit = any_of
-                    .iter()
-                    .any(|q| nodes.iter().any(|n| token_matches(n, q)));
-                hit != *negate
-            }
-            Test::TokenText(texts) => nodes.iter().flat_map(|n| token_texts(n)).any(|t| {
-                let t = normalize(t);
-                texts.iter().any(|v| t.starts_with(v.as_str()))
-            }),
-            Test::Reference(refs) => nodes.iter().any(|n| {
-                refs.iter()
-                    .any(|q| reference_matches(n, q, self.def.targets))
-            }),
-            Test::ReferenceIdentifier(tokens) => nodes
-                .iter()
-                .filter_map(|n| reference_identifier(n))
-                .any(|id| tokens.iter().any(|q| token_matches(id, q))),
-            Test::String { any_of, mode } => nodes.iter().flat_map(|n| string_values(n)).any(|s| {
-                if *mode == StringMode::Exact {
-                    return any_of.iter().any(|v| v == s);
-                }
-                let s = normalize(s);
-                any_of.iter().any(|v| match mode {
-                    StringMode::Contains => s.contains(v.as_str()),
-                    _ => s.starts_with(v.as_str()),
+                })
+                .map(|hit| hit != *negate),
+            Test::TokenText(texts) => plan.any_value(resource, &mut |n, _| {
+                token_texts(n).into_iter().any(|t| {
+                    let t = normalize(t);
+                    texts.iter().any(|v| t.starts_with(v.as_str()))
                 })
             }),
-            Test::Date(values) => {
+            Test::Reference(refs) => plan.any_value(resource, &mut |n, targets| {
+                refs.iter().any(|q| reference_matches(n, q, targets))
+            }),
+            Test::ReferenceIdentifier(tokens) => plan.any_value(resource, &mut |n, _| {
+                reference_identifier(n)
+                    .is_some_and(|id| tokens.iter().any(|q| token_matches(id, q)))
+            }),
+            Test::String { any_of, mode } => plan.any_value(resource, &mut |n, _| {
+                string_values(n).into_iter().any(|s| {
+                    if *mode == StringMode::Exact {
+                        return any_of.iter().any(|v| v == s);
+                    }
+                    let s = normalize(s);
+                    any_of.iter().any(|v| match mode {
+                        StringMode::Contains => s.contains(v.as_str()),
+                        _ => s.starts_with(v.as_str()),
+                    })
+                })
+            }),
+            Test::Date(values) => plan.values(resource).map(|nodes| {
                 let ranges: Vec<DateRange> = nodes.iter().filter_map(|n| date_ranges(n)).collect();
                 values.iter().any(|(prefix, param)| match prefix {
                     // `ne`: there is a value and none of the values is `eq`.
@@ -274,11 +261,12 @@ impl Clause {
                     }
                     _ => ranges.iter().any(|t| prefix.test(*param, *t)),
                 })
-            }
-            Test::Uri { any_of, mode } => nodes
-                .iter()
-                .any(|n| any_of.iter().any(|v| uri_matches(n, v, *mode))),
-        }
+            }),
+            Test::Uri { any_of, mode } => plan.any_value(resource, &mut |n, _| {
+                any_of.iter().any(|v| uri_matches(n, v, *mode))
+            }),
+        };
+        found == Some(true)
     }
 }
 
@@ -290,7 +278,7 @@ fn decode(s: &str) -> Result<String, CriteriaError> {
 }
 
 /// Compiles one `name[:modifier]=value` segment.
-fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
+pub(crate) fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
     let Some((raw_name, raw_value)) = segment.split_once('=') else {
         return err(format!("parameter '{}' has no value", decode(segment)?));
     };
@@ -321,6 +309,11 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
             "unknown search parameter '{name}' for {resource_type}"
         ));
     };
+    if let Plan::Unsupported(reason) = &def.plan {
+        return err(format!(
+            "search parameter '{name}' of {resource_type} is not supported: {reason}"
+        ));
+    }
     if !matches!(
         def.ty,
         ParamType::Token
@@ -379,7 +372,7 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
                         .collect::<Result<_, _>>()?,
                 ),
                 Some(m) if registry::is_type_name(m) => {
-                    if !def.targets.is_empty() && !def.targets.contains(&m) {
+                    if !def.allows_target(m) {
                         return err(format!(
                             "'{m}' is not a target type of reference parameter '{name}'"
                         ));
@@ -535,7 +528,7 @@ fn reference_query(
 ) -> Result<RefParts, CriteriaError> {
     let value = unescape(piece);
     let mut parts = split_reference(&value);
-    let name = def.name;
+    let name = &def.name;
     if parts.id.is_none() && !parts.raw.contains(':') {
         return err(format!("invalid reference value '{value}' for '{name}'"));
     }
@@ -555,7 +548,7 @@ fn reference_query(
         }
     }
     if let Some(t) = &parts.typ {
-        if !def.targets.is_empty() && !def.targets.contains(&t.as_str()) {
+        if !def.allows_target(t) {
             return err(format!(
                 "'{t}' is not a target type of reference parameter '{name}'"
             ));

@@ -68,27 +68,6 @@ pub(crate) fn collect<'a>(root: &'a Value, path: &str, out: &mut Vec<&'a Value>)
     out.extend(current);
 }
 
-/// Whether `f` holds for any element reached by any of `paths` (as [`collect`] would
-/// gather them), stopping at the first; plain one-element paths allocate nothing.
-pub(crate) fn any_node<'a>(
-    root: &'a Value,
-    paths: &[&str],
-    f: &mut dyn FnMut(&'a Value) -> bool,
-) -> bool {
-    paths.iter().any(|path| {
-        if path.contains(['.', '[']) {
-            let mut nodes = Vec::new();
-            collect(root, path, &mut nodes);
-            return nodes.into_iter().any(&mut *f);
-        }
-        match root.as_object().and_then(|o| o.get(*path)) {
-            Some(Value::Array(items)) => items.iter().filter(|i| !i.is_null()).any(&mut *f),
-            Some(Value::Null) | None => false,
-            Some(other) => f(other),
-        }
-    })
-}
-
 // ---------------------------------------------------------------- token
 
 /// One compiled token value.
@@ -251,12 +230,12 @@ pub(crate) fn element_reference(node: &Value) -> Option<RefView<'_>> {
 
 /// Whether the element references what `query` names; `targets` are the parameter's
 /// allowed target types (empty = any).
-pub(crate) fn reference_matches(node: &Value, query: &RefParts, targets: &[&str]) -> bool {
+pub(crate) fn reference_matches(node: &Value, query: &RefParts, targets: &[Box<str>]) -> bool {
     let Some(r) = element_reference(node) else {
         return false;
     };
     if let Some(t) = r.typ {
-        if !targets.is_empty() && !targets.contains(&t) {
+        if !targets.is_empty() && !targets.iter().any(|allowed| &**allowed == t) {
             return false;
         }
     } else if !targets.is_empty() {
