@@ -13,6 +13,7 @@ mod date;
 mod error;
 mod filter;
 mod keys;
+mod number;
 mod plan;
 mod registry;
 mod search;

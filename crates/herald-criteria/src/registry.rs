@@ -74,8 +74,6 @@ impl ParamType {
 pub(crate) struct ParamDef {
     /// The parameter's code (its name in a search URL).
     pub(crate) name: Box<str>,
-    /// The canonical URL of its definition.
-    pub(crate) url: Box<str>,
     pub(crate) ty: ParamType,
     /// Declared reference target types; empty means any type.
     pub(crate) targets: Box<[Box<str>]>,
@@ -84,8 +82,6 @@ pub(crate) struct ParamDef {
     pub(crate) plan: Plan,
     /// A composite's components, evaluated on each element of `plan`.
     pub(crate) components: Box<[ComponentDef]>,
-    /// Declared comparators (prefixes), when the definition lists them.
-    pub(crate) comparators: Box<[Box<str>]>,
 }
 
 /// One component of a composite parameter.
@@ -144,7 +140,6 @@ struct RawParam<'a> {
     expression: Option<&'a str>,
     targets: Vec<&'a str>,
     components: Vec<(&'a str, &'a str)>,
-    comparators: Vec<&'a str>,
 }
 
 fn strings(value: Option<&Value>) -> Vec<&str> {
@@ -177,7 +172,6 @@ fn raw_param(value: &Value) -> Option<RawParam<'_>> {
                     .collect()
             })
             .unwrap_or_default(),
-        comparators: strings(value.get("comparator")),
     })
 }
 
@@ -302,12 +296,10 @@ fn build(
     };
     ParamDef {
         name: raw.code.into(),
-        url: raw.url.into(),
         ty,
         targets,
         plan,
         components: components.into(),
-        comparators: boxed(&raw.comparators),
     }
 }
 

@@ -551,7 +551,7 @@ mod tests {
             "Observation",
             &elements(),
         )
-        .unwrap();
+        .expect("valid in this test");
         assert_eq!(patient[0].targets, Some(vec!["Patient".to_owned()]));
     }
 
@@ -580,14 +580,15 @@ mod tests {
             "Observation",
             &elements(),
         )
-        .unwrap();
+        .expect("valid in this test");
         assert_eq!(contexts[0].0, "");
         let (path, context) = &contexts[1];
         assert_eq!(path, "component");
-        let values = translate_relative("value.as(Quantity)", context, &elements()).unwrap();
+        let values = translate_relative("value.as(Quantity)", context, &elements())
+            .expect("valid in this test");
         assert_eq!(values[0].path, "valueQuantity");
         let root = TypeContext::root("Observation");
-        let values = translate_relative("code", &root, &elements()).unwrap();
+        let values = translate_relative("code", &root, &elements()).expect("valid in this test");
         assert_eq!(values[0].path, "code");
     }
 }
