@@ -271,6 +271,7 @@ fn build(
         (_, Some(expression)) => {
             let single_base = raw.base.len() == 1;
             plan_for_resource(
+                ty,
                 raw.code,
                 expression,
                 resource_type,
@@ -305,6 +306,7 @@ fn build(
 
 /// Element paths when the expression translates, else the compiled FHIRPath.
 fn plan_for_resource(
+    ty: ParamType,
     code: &str,
     expression: &str,
     resource_type: &str,
@@ -313,7 +315,7 @@ fn plan_for_resource(
     elements: &Elements,
 ) -> Plan {
     if let Some(paths) = translate::translate_for_resource(expression, resource_type, elements) {
-        return paths_plan(paths, declared);
+        return paths_plan(ty, paths, declared);
     }
     if let Some(own) = translate::branches_for_resource(expression, resource_type) {
         return fhirpath_plan(code, &own, declared);
@@ -323,17 +325,59 @@ fn plan_for_resource(
     if single_base {
         let root = TypeContext::root(resource_type);
         if let Some(paths) = translate::translate_relative(expression, &root, elements) {
-            return paths_plan(paths, declared);
+            return paths_plan(ty, paths, declared);
         }
         return fhirpath_plan(code, expression, declared);
     }
     Plan::Unsupported(format!("'{code}' has no expression for {resource_type}").into())
 }
 
-fn paths_plan(paths: Vec<TranslatedPath>, declared: &[&str]) -> Plan {
+/// The choice element types whose values a parameter of type `ty` reads: an
+/// untyped choice in an expression (`Immunization.occurrence` for a date) also
+/// reaches alternatives (`occurrenceString`) that hold no value of the parameter's
+/// type, and would wrongly count as present for `:missing`.
+fn reads_choice_type(ty: ParamType, choice: &str) -> bool {
+    let readable: &[&str] = match ty {
+        ParamType::Date => &["date", "dateTime", "instant", "Period"],
+        ParamType::Number => &["integer", "decimal", "positiveInt", "unsignedInt"],
+        ParamType::Quantity => &[
+            "Quantity",
+            "Age",
+            "Duration",
+            "Distance",
+            "Count",
+            "SimpleQuantity",
+            "Money",
+        ],
+        ParamType::String => &["string", "markdown", "HumanName", "Address"],
+        ParamType::Token => &[
+            "code",
+            "Coding",
+            "CodeableConcept",
+            "Identifier",
+            "ContactPoint",
+            "boolean",
+            "string",
+            "uri",
+            "id",
+            "canonical",
+        ],
+        ParamType::Reference => &["Reference", "canonical", "uri", "url"],
+        ParamType::Uri => &["uri", "url", "canonical", "oid", "uuid"],
+        ParamType::Composite | ParamType::Special => return true,
+    };
+    readable.contains(&choice)
+}
+
+fn paths_plan(ty: ParamType, paths: Vec<TranslatedPath>, declared: &[&str]) -> Plan {
     Plan::Paths(
         paths
             .into_iter()
+            .filter(|p| {
+                p.choice_type
+                    .as_deref()
+                    .is_none_or(|c| reads_choice_type(ty, c))
+            })
             .map(|p| ElementPath {
                 path: p.path.into(),
                 targets: match p.targets {
@@ -416,7 +460,7 @@ fn composite_plan(
             }
         }
         let plan = match translated {
-            Some(paths) if same_everywhere => paths_plan(paths, &component.targets),
+            Some(paths) if same_everywhere => paths_plan(ty, paths, &component.targets),
             _ => fhirpath_plan(component.code, component_expression, &component.targets),
         };
         if let Plan::Unsupported(reason) = plan {
@@ -477,16 +521,11 @@ mod tests {
         assert_eq!(paths(def("Observation", "code")), ["code"]);
         assert_eq!(
             paths(def("Observation", "date")),
-            [
-                "effectiveDateTime",
-                "effectivePeriod",
-                "effectiveTiming",
-                "effectiveInstant"
-            ]
+            ["effectiveDateTime", "effectivePeriod", "effectiveInstant"]
         );
         assert_eq!(
             paths(def("Observation", "value-quantity")),
-            ["valueQuantity", "valueSampledData"]
+            ["valueQuantity"]
         );
         assert_eq!(
             paths(def("Observation", "combo-code")),
@@ -499,10 +538,7 @@ mod tests {
         );
         assert_eq!(
             paths(def("RiskAssessment", "probability")),
-            [
-                "prediction.probabilityDecimal",
-                "prediction.probabilityRange"
-            ]
+            ["prediction.probabilityDecimal"]
         );
         let patient = def("Observation", "patient");
         match &patient.plan {

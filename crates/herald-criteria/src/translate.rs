@@ -32,6 +32,9 @@ pub(crate) type Elements = HashMap<String, HashMap<String, String>>;
 pub(crate) struct TranslatedPath {
     pub(crate) path: String,
     pub(crate) targets: Option<Vec<String>>,
+    /// The type of a choice element alternative the path ends in (`valueQuantity`:
+    /// `Quantity`), so the caller can keep only the types its parameter type reads.
+    pub(crate) choice_type: Option<String>,
 }
 
 /// Where a walk stands: inside type `ty`, below its element path `prefix` (`""` at
@@ -165,6 +168,7 @@ fn translate_branch(
             .map(|w| TranslatedPath {
                 path: w.segments.join("."),
                 targets: w.targets,
+                choice_type: w.choice_type,
             })
             .collect(),
     )
