@@ -104,7 +104,10 @@ fn parse_fixed(s: &str) -> Option<(i128, u32)> {
     }
     let all: i128 = format!("{int}{frac}").parse().ok()?;
     // all × 10^(exponent − frac.len()) × 10^18
-    let shift = i32::try_from(MAX_DECIMALS).ok()? + exponent - i32::try_from(frac.len()).ok()?;
+    let shift = i32::try_from(MAX_DECIMALS)
+        .ok()?
+        .checked_add(exponent)?
+        .checked_sub(i32::try_from(frac.len()).ok()?)?;
     let value = if shift >= 0 {
         all.checked_mul(10_i128.checked_pow(u32::try_from(shift).ok()?)?)?
     } else {
@@ -127,8 +130,8 @@ pub(crate) fn number_test(prefix: Prefix, param: &SearchNumber, x: i128) -> bool
         Prefix::Sa => x >= param.hi,
         Prefix::Eb => x < param.lo,
         Prefix::Ap => {
-            let tenth = param.value.abs() / 10;
-            eq || (param.value - tenth <= x && x <= param.value + tenth)
+            let tenth = param.value.saturating_abs() / 10;
+            eq || (param.value.saturating_sub(tenth) <= x && x <= param.value.saturating_add(tenth))
         }
     }
 }
@@ -234,5 +237,11 @@ mod tests {
         );
         assert_eq!(element_number(&serde_json::json!(1e300)), None);
         assert_eq!(element_number(&serde_json::json!("5")), None);
+        for hostile in ["1e2147483647", "1e-2147483648", "-1e38", "9e37", "1.5e-30"] {
+            let _ = parse_fixed(hostile);
+        }
+        let huge = parse_search_number(&format!("-{}", "9".repeat(20))).expect("in range");
+        // Extreme values only need to not overflow.
+        let _ = number_test(Prefix::Ap, &huge, i128::MIN);
     }
 }
