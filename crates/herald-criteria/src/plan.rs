@@ -22,6 +22,36 @@ use crate::values::collect;
 pub(crate) struct ElementPath {
     pub(crate) path: Box<str>,
     pub(crate) targets: Box<[Box<str>]>,
+    /// Decided once, so evaluation does not scan the path for `.`/`[` per event.
+    shape: PathShape,
+}
+
+/// How a path is walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PathShape {
+    /// `""`: the element the plan is evaluated on (a composite's resource root).
+    Root,
+    /// One plain element name: read directly, nothing allocated.
+    Element,
+    /// Dotted or filtered: [`collect`].
+    Nested,
+}
+
+impl ElementPath {
+    pub(crate) fn new(path: Box<str>, targets: Box<[Box<str>]>) -> ElementPath {
+        let shape = if path.is_empty() {
+            PathShape::Root
+        } else if path.contains(['.', '[']) {
+            PathShape::Nested
+        } else {
+            PathShape::Element
+        };
+        ElementPath {
+            path,
+            targets,
+            shape,
+        }
+    }
 }
 
 /// See the module docs.
@@ -48,22 +78,21 @@ impl Plan {
     ) -> Option<bool> {
         match self {
             Plan::Paths(paths) => Some(paths.iter().any(|p| {
-                let path: &str = &p.path;
-                if path.is_empty() {
-                    return f(root, &p.targets);
-                }
-                if path.contains(['.', '[']) {
-                    let mut nodes = Vec::new();
-                    collect(root, path, &mut nodes);
-                    return nodes.into_iter().any(|n| f(n, &p.targets));
-                }
-                match root.as_object().and_then(|o| o.get(path)) {
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .filter(|i| !i.is_null())
-                        .any(|n| f(n, &p.targets)),
-                    Some(Value::Null) | None => false,
-                    Some(other) => f(other, &p.targets),
+                match p.shape {
+                    PathShape::Root => f(root, &p.targets),
+                    PathShape::Element => match root.as_object().and_then(|o| o.get(&*p.path)) {
+                        Some(Value::Array(items)) => items
+                            .iter()
+                            .filter(|i| !i.is_null())
+                            .any(|n| f(n, &p.targets)),
+                        Some(Value::Null) | None => false,
+                        Some(other) => f(other, &p.targets),
+                    },
+                    PathShape::Nested => {
+                        let mut nodes = Vec::new();
+                        collect(root, &p.path, &mut nodes);
+                        nodes.into_iter().any(|n| f(n, &p.targets))
+                    }
                 }
             })),
             Plan::FhirPath {
@@ -86,10 +115,9 @@ impl Plan {
             Plan::Paths(paths) => {
                 let mut nodes = Vec::new();
                 for p in paths.iter() {
-                    if p.path.is_empty() {
-                        nodes.push(root);
-                    } else {
-                        collect(root, &p.path, &mut nodes);
+                    match p.shape {
+                        PathShape::Root => nodes.push(root),
+                        _ => collect(root, &p.path, &mut nodes),
                     }
                 }
                 Some(nodes.into_iter().map(Cow::Borrowed).collect())

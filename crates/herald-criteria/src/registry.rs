@@ -378,9 +378,8 @@ fn paths_plan(ty: ParamType, paths: Vec<TranslatedPath>, declared: &[&str]) -> P
                     .as_deref()
                     .is_none_or(|c| reads_choice_type(ty, c))
             })
-            .map(|p| ElementPath {
-                path: p.path.into(),
-                targets: match p.targets {
+            .map(|p| {
+                let targets = match p.targets {
                     // `where(resolve() is T)`: T, if the parameter allows it at all.
                     Some(narrowed) => narrowed
                         .iter()
@@ -388,7 +387,8 @@ fn paths_plan(ty: ParamType, paths: Vec<TranslatedPath>, declared: &[&str]) -> P
                         .map(|t| Box::from(t.as_str()))
                         .collect(),
                     None => boxed(declared),
-                },
+                };
+                ElementPath::new(p.path.into(), targets)
             })
             .collect(),
     )
@@ -474,10 +474,7 @@ fn composite_plan(
     }
     let bases = contexts
         .into_iter()
-        .map(|(path, _)| ElementPath {
-            path: path.into(),
-            targets: Box::default(),
-        })
+        .map(|(path, _)| ElementPath::new(path.into(), Box::default()))
         .collect();
     Ok((Plan::Paths(bases), components))
 }

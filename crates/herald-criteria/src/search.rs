@@ -167,26 +167,35 @@ impl Test {
                     })
                 })
             }),
-            Test::Date(values) => plan.values(root).map(|nodes| {
-                let ranges: Vec<DateRange> = nodes.iter().filter_map(|n| date_ranges(n)).collect();
-                values.iter().any(|(prefix, param)| match prefix {
+            Test::Date(values) => {
+                // Gathered through the visitor: no intermediate list of elements.
+                let mut ranges: Vec<DateRange> = Vec::new();
+                plan.any_value(root, &mut |n, _| {
+                    ranges.extend(date_ranges(n));
+                    false
+                })?;
+                Some(values.iter().any(|(prefix, param)| match prefix {
                     // `ne`: there is a value and none of the values is `eq`.
                     Prefix::Ne => {
                         !ranges.is_empty() && ranges.iter().all(|t| prefix.test(*param, *t))
                     }
                     _ => ranges.iter().any(|t| prefix.test(*param, *t)),
-                })
-            }),
-            Test::Number(values) => plan.values(root).map(|nodes| {
-                let numbers: Vec<i128> = nodes.iter().filter_map(|n| element_number(n)).collect();
-                values.iter().any(|(prefix, param)| match prefix {
+                }))
+            }
+            Test::Number(values) => {
+                let mut numbers: Vec<i128> = Vec::new();
+                plan.any_value(root, &mut |n, _| {
+                    numbers.extend(element_number(n));
+                    false
+                })?;
+                Some(values.iter().any(|(prefix, param)| match prefix {
                     Prefix::Ne => {
                         !numbers.is_empty()
                             && numbers.iter().all(|x| number_test(*prefix, param, *x))
                     }
                     _ => numbers.iter().any(|x| number_test(*prefix, param, *x)),
-                })
-            }),
+                }))
+            }
             Test::Quantity(values) => plan.values(root).map(|nodes| {
                 values.iter().any(|q| {
                     let mut numbers = nodes
