@@ -195,7 +195,7 @@ fn walk_branch(
         let rest = &inner_and_rest[close + 1..];
         let (path, ty) = split_top_level_as(inner)?;
         let walks = walk_steps(vec![start], path, head, elements)?;
-        let walks = apply_as(walks, ty, elements)?;
+        let walks = apply_as(walks, ty)?;
         (walks, rest.trim())
     } else {
         (walk_steps(vec![start], branch, head, elements)?, "")
@@ -225,7 +225,7 @@ fn walk_steps(
     for step in steps {
         let step = step.trim();
         if let Some(arg) = call_argument(step, "as").or_else(|| call_argument(step, "ofType")) {
-            walks = apply_as(walks, arg, elements)?;
+            walks = apply_as(walks, arg)?;
         } else if let Some(condition) = call_argument(step, "where") {
             walks = apply_where(walks, condition)?;
         } else if is_identifier(step) {
@@ -305,7 +305,7 @@ fn step_into(walk: Walk, name: &str, elements: &Elements) -> Option<Vec<Walk>> {
 
 /// `as T` / `ofType(T)`: keeps the choice alternatives of type `T`; on a plain element
 /// of type `T` it changes nothing; otherwise untranslatable.
-fn apply_as(walks: Vec<Walk>, ty: &str, _elements: &Elements) -> Option<Vec<Walk>> {
+fn apply_as(walks: Vec<Walk>, ty: &str) -> Option<Vec<Walk>> {
     let ty = ty.trim();
     if !is_identifier(ty) {
         return None;
