@@ -15,7 +15,7 @@ pub(crate) struct DateRange {
     pub(crate) hi: i64,
 }
 
-/// The supported date comparison prefixes (`ap` is rejected at compile time).
+/// The R4 search comparison prefixes (dates, numbers, quantities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Prefix {
     Eq,
@@ -26,10 +26,11 @@ pub(crate) enum Prefix {
     Le,
     Sa,
     Eb,
+    Ap,
 }
 
 impl Prefix {
-    /// Parses a two-letter prefix code (without `ap`, which is not supported).
+    /// Parses a two-letter prefix code.
     pub(crate) fn from_code(code: &str) -> Option<Prefix> {
         Some(match code {
             "eq" => Prefix::Eq,
@@ -40,6 +41,7 @@ impl Prefix {
             "le" => Prefix::Le,
             "sa" => Prefix::Sa,
             "eb" => Prefix::Eb,
+            "ap" => Prefix::Ap,
             _ => return None,
         })
     }
@@ -55,6 +57,7 @@ impl Prefix {
             Prefix::Le => "le",
             Prefix::Sa => "sa",
             Prefix::Eb => "eb",
+            Prefix::Ap => "ap",
         }
     }
 
@@ -62,7 +65,10 @@ impl Prefix {
     /// - eq: the parameter range fully contains the target range;
     /// - gt/lt: the range above/below the parameter intersects the target;
     /// - ge/le: gt/lt or eq;
-    /// - sa/eb: the target lies entirely after/before the parameter range.
+    /// - sa/eb: the target lies entirely after/before the parameter range;
+    /// - ap: the target overlaps the parameter range widened on both sides by 10 % of
+    ///   the gap between now (at evaluation) and the parameter's start, the spec's
+    ///   recommendation ("10% of the gap between now and the date").
     ///
     /// `ne` is handled by the caller (it is "not eq" over all target values).
     pub(crate) fn test(self, param: DateRange, target: DateRange) -> bool {
@@ -76,6 +82,13 @@ impl Prefix {
             Prefix::Le => eq || target.lo < param.lo,
             Prefix::Sa => target.lo >= param.hi,
             Prefix::Eb => target.hi <= param.lo,
+            Prefix::Ap => {
+                let now = chrono::Utc::now().timestamp_micros();
+                let margin = (now.saturating_sub(param.lo)).saturating_abs() / 10;
+                let lo = param.lo.saturating_sub(margin);
+                let hi = param.hi.saturating_add(margin);
+                target.lo < hi && target.hi > lo
+            }
         }
     }
 }

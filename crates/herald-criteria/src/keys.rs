@@ -26,8 +26,9 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::Value;
 
+use crate::plan::Plan;
 use crate::registry::{self, ParamDef, ParamType};
-use crate::values::{any_token_pair, collect, element_reference, RefParts, TokenQuery};
+use crate::values::{any_token_pair, element_reference, RefParts, TokenQuery};
 
 /// A token or reference search parameter of one resource type, usable as an index
 /// dimension. Two `IndexParam`s are equal when they extract the same values: the same
@@ -47,7 +48,8 @@ impl fmt::Debug for IndexParam {
 impl PartialEq for IndexParam {
     fn eq(&self, other: &Self) -> bool {
         std::ptr::eq(self.def, other.def)
-            || (self.def.ty == other.def.ty && self.def.paths == other.def.paths)
+            || (self.def.ty == other.def.ty
+                && self.def.plan.identity() == other.def.plan.identity())
     }
 }
 
@@ -56,7 +58,7 @@ impl Eq for IndexParam {}
 impl Hash for IndexParam {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.def.ty.code().hash(state);
-        self.def.paths.hash(state);
+        self.def.plan.identity().hash(state);
     }
 }
 
@@ -69,19 +71,21 @@ impl IndexParam {
     }
 
     pub(crate) fn from_def(def: &'static ParamDef) -> Option<IndexParam> {
-        matches!(def.ty, ParamType::Token | ParamType::Reference).then_some(IndexParam { def })
+        let evaluable = !matches!(def.plan, Plan::Unsupported(_));
+        (evaluable && matches!(def.ty, ParamType::Token | ParamType::Reference))
+            .then_some(IndexParam { def })
     }
 
     /// The search parameter's name.
     pub fn name(&self) -> &'static str {
-        self.def.name
+        &self.def.name
     }
 
     /// How selective an equality on this parameter usually is: lower is better.
     /// `_id` first, then references (subject, patient, encounter…), then code-like
     /// tokens, then other tokens (status, category…), which few values share out.
     pub fn selectivity_rank(&self) -> u8 {
-        let name = self.def.name;
+        let name = &*self.def.name;
         match self.def.ty {
             _ if name == "_id" => 0,
             ParamType::Reference => 1,
@@ -93,10 +97,8 @@ impl IndexParam {
     /// Calls `f` with every normalized value `resource` carries for this parameter (see
     /// the module docs); a value may be reported more than once. Never panics.
     pub fn for_each_value(&self, resource: &Value, f: &mut dyn FnMut(&str)) {
-        let mut nodes = Vec::new();
-        for path in self.def.paths {
-            collect(resource, path, &mut nodes);
-        }
+        let nodes = self.def.plan.values(resource).unwrap_or_default();
+        let nodes = nodes.iter().map(|n| &**n);
         let mut scratch = String::new();
         match self.def.ty {
             ParamType::Token => {

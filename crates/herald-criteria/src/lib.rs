@@ -3,7 +3,11 @@
 //! (query criteria with previous/current semantics) and subscription filters
 //! (`filterBy` / backport filter criteria), FHIRPath trigger criteria (through
 //! `herald-fhirpath`) and CEL filters ([`CelFilter`]), all over resources held as
-//! `serde_json::Value`. The crate fails closed: any part of a criteria string that is
+//! `serde_json::Value`. Search parameters come from the official R4 definitions
+//! (`registry`, over `schemas/search-parameters/r4.json`), their FHIRPath
+//! expressions translated into element paths (`translate`) or compiled once for the
+//! FHIRPath evaluator (`plan`); number and quantity values live in `number`. The
+//! crate fails closed: any part of a criteria string that is
 //! not implemented is rejected at compile time with a [`CriteriaError`] naming it,
 //! and evaluation never panics. It must not know about storage, message buses or
 //! HTTP: callers hand it resources and get booleans back.
@@ -13,9 +17,12 @@ mod date;
 mod error;
 mod filter;
 mod keys;
+mod number;
+mod plan;
 mod registry;
 mod search;
 mod topic;
+mod translate;
 mod values;
 
 pub use cel::CelFilter;

@@ -15,9 +15,14 @@ use serde_json::Value;
 use crate::date::{DateRange, Prefix};
 use crate::error::{err, CriteriaError};
 use crate::keys::{reference_key, token_key, EqualityKey};
+use crate::number::{
+    element_number, number_test, parse_search_number, quantity_value, QuantityQuery, QuantityUnit,
+    SearchNumber,
+};
+use crate::plan::Plan;
 use crate::registry::{self, ParamDef, ParamType};
 use crate::values::{
-    any_node, collect, date_ranges, normalize, reference_identifier, reference_matches,
+    date_ranges, identifier_of_type, normalize, reference_identifier, reference_matches,
     split_reference, string_values, token_matches, token_texts, uri_matches, RefParts, TokenQuery,
     UriMode,
 };
@@ -79,6 +84,8 @@ enum Test {
     },
     /// Normalized texts for `:text` (starts-with).
     TokenText(Vec<String>),
+    /// `:of-type`: (type system, type code, identifier value).
+    TokenOfType(Vec<(String, String, String)>),
     Reference(Vec<RefParts>),
     ReferenceIdentifier(Vec<TokenQuery>),
     /// Normalized unless `Exact`.
@@ -87,10 +94,15 @@ enum Test {
         mode: StringMode,
     },
     Date(Vec<(Prefix, DateRange)>),
+    Number(Vec<(Prefix, SearchNumber)>),
+    Quantity(Vec<QuantityQuery>),
     Uri {
         any_of: Vec<String>,
         mode: UriMode,
     },
+    /// ORed values, each one test per component (in the definition's order), all
+    /// holding on the same element.
+    Composite(Vec<Vec<Test>>),
 }
 
 impl Test {
@@ -100,11 +112,121 @@ impl Test {
             Test::Missing(_) => {}
             Test::Token { any_of, .. } => any_of.shrink_to_fit(),
             Test::TokenText(values) => values.shrink_to_fit(),
+            Test::TokenOfType(values) => values.shrink_to_fit(),
             Test::Reference(values) => values.shrink_to_fit(),
             Test::ReferenceIdentifier(values) => values.shrink_to_fit(),
             Test::String { any_of, .. } => any_of.shrink_to_fit(),
             Test::Date(values) => values.shrink_to_fit(),
+            Test::Number(values) => values.shrink_to_fit(),
+            Test::Quantity(values) => values.shrink_to_fit(),
             Test::Uri { any_of, .. } => any_of.shrink_to_fit(),
+            Test::Composite(values) => {
+                values.iter_mut().flatten().for_each(Test::shrink_to_fit);
+                values.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Whether the values `plan` finds under `root` pass the test; `None` when they
+    /// could not be computed (the caller fails closed).
+    fn eval(&self, def: &ParamDef, plan: &Plan, root: &Value) -> Option<bool> {
+        match self {
+            Test::Missing(want) => plan
+                .any_value(root, &mut |_, _| true)
+                .map(|found| found != *want),
+            Test::Token { any_of, negate } => plan
+                .any_value(root, &mut |n, _| any_of.iter().any(|q| token_matches(n, q)))
+                .map(|hit| hit != *negate),
+            Test::TokenText(texts) => plan.any_value(root, &mut |n, _| {
+                token_texts(n).into_iter().any(|t| {
+                    let t = normalize(t);
+                    texts.iter().any(|v| t.starts_with(v.as_str()))
+                })
+            }),
+            Test::TokenOfType(values) => plan.any_value(root, &mut |n, _| {
+                values
+                    .iter()
+                    .any(|(system, code, value)| identifier_of_type(n, system, code, value))
+            }),
+            Test::Reference(refs) => plan.any_value(root, &mut |n, targets| {
+                refs.iter().any(|q| reference_matches(n, q, targets))
+            }),
+            Test::ReferenceIdentifier(tokens) => plan.any_value(root, &mut |n, _| {
+                reference_identifier(n)
+                    .is_some_and(|id| tokens.iter().any(|q| token_matches(id, q)))
+            }),
+            Test::String { any_of, mode } => plan.any_value(root, &mut |n, _| {
+                string_values(n).into_iter().any(|s| {
+                    if *mode == StringMode::Exact {
+                        return any_of.iter().any(|v| v == s);
+                    }
+                    let s = normalize(s);
+                    any_of.iter().any(|v| match mode {
+                        StringMode::Contains => s.contains(v.as_str()),
+                        _ => s.starts_with(v.as_str()),
+                    })
+                })
+            }),
+            Test::Date(values) => {
+                // Gathered through the visitor: no intermediate list of elements.
+                let mut ranges: Vec<DateRange> = Vec::new();
+                plan.any_value(root, &mut |n, _| {
+                    ranges.extend(date_ranges(n));
+                    false
+                })?;
+                Some(values.iter().any(|(prefix, param)| match prefix {
+                    // `ne`: there is a value and none of the values is `eq`.
+                    Prefix::Ne => {
+                        !ranges.is_empty() && ranges.iter().all(|t| prefix.test(*param, *t))
+                    }
+                    _ => ranges.iter().any(|t| prefix.test(*param, *t)),
+                }))
+            }
+            Test::Number(values) => {
+                let mut numbers: Vec<i128> = Vec::new();
+                plan.any_value(root, &mut |n, _| {
+                    numbers.extend(element_number(n));
+                    false
+                })?;
+                Some(values.iter().any(|(prefix, param)| match prefix {
+                    Prefix::Ne => {
+                        !numbers.is_empty()
+                            && numbers.iter().all(|x| number_test(*prefix, param, *x))
+                    }
+                    _ => numbers.iter().any(|x| number_test(*prefix, param, *x)),
+                }))
+            }
+            Test::Quantity(values) => plan.values(root).map(|nodes| {
+                values.iter().any(|q| {
+                    let mut numbers = nodes
+                        .iter()
+                        .filter_map(|n| quantity_value(n, &q.unit))
+                        .peekable();
+                    match q.prefix {
+                        Prefix::Ne => {
+                            numbers.peek().is_some()
+                                && numbers.all(|x| number_test(q.prefix, &q.number, x))
+                        }
+                        _ => numbers.any(|x| number_test(q.prefix, &q.number, x)),
+                    }
+                })
+            }),
+            Test::Uri { any_of, mode } => plan.any_value(root, &mut |n, _| {
+                any_of.iter().any(|v| uri_matches(n, v, *mode))
+            }),
+            Test::Composite(values) => {
+                let elements = plan.values(root)?;
+                Some(elements.iter().any(|element| {
+                    values.iter().any(|tests| {
+                        tests
+                            .iter()
+                            .zip(def.components.iter())
+                            .all(|(test, component)| {
+                                test.eval(def, &component.plan, element) == Some(true)
+                            })
+                    })
+                }))
+            }
         }
     }
 }
@@ -214,71 +336,9 @@ impl Clause {
         EqualityKey::new(self.def, values)
     }
 
-    fn matches(&self, resource: &Value) -> bool {
-        // The common equality tests walk the elements without gathering them.
-        match &self.test {
-            Test::Token { any_of, negate } => {
-                let hit = any_node(resource, self.def.paths, &mut |n| {
-                    any_of.iter().any(|q| token_matches(n, q))
-                });
-                return hit != *negate;
-            }
-            Test::Reference(refs) => {
-                return any_node(resource, self.def.paths, &mut |n| {
-                    refs.iter()
-                        .any(|q| reference_matches(n, q, self.def.targets))
-                });
-            }
-            _ => {}
-        }
-        let mut nodes = Vec::new();
-        for path in self.def.paths {
-            collect(resource, path, &mut nodes);
-        }
-        match &self.test {
-            Test::Missing(want) => nodes.is_empty() == *want,
-            Test::Token { any_of, negate } => {
-                let hit = any_of
-                    .iter()
-                    .any(|q| nodes.iter().any(|n| token_matches(n, q)));
-                hit != *negate
-            }
-            Test::TokenText(texts) => nodes.iter().flat_map(|n| token_texts(n)).any(|t| {
-                let t = normalize(t);
-                texts.iter().any(|v| t.starts_with(v.as_str()))
-            }),
-            Test::Reference(refs) => nodes.iter().any(|n| {
-                refs.iter()
-                    .any(|q| reference_matches(n, q, self.def.targets))
-            }),
-            Test::ReferenceIdentifier(tokens) => nodes
-                .iter()
-                .filter_map(|n| reference_identifier(n))
-                .any(|id| tokens.iter().any(|q| token_matches(id, q))),
-            Test::String { any_of, mode } => nodes.iter().flat_map(|n| string_values(n)).any(|s| {
-                if *mode == StringMode::Exact {
-                    return any_of.iter().any(|v| v == s);
-                }
-                let s = normalize(s);
-                any_of.iter().any(|v| match mode {
-                    StringMode::Contains => s.contains(v.as_str()),
-                    _ => s.starts_with(v.as_str()),
-                })
-            }),
-            Test::Date(values) => {
-                let ranges: Vec<DateRange> = nodes.iter().filter_map(|n| date_ranges(n)).collect();
-                values.iter().any(|(prefix, param)| match prefix {
-                    // `ne`: there is a value and none of the values is `eq`.
-                    Prefix::Ne => {
-                        !ranges.is_empty() && ranges.iter().all(|t| prefix.test(*param, *t))
-                    }
-                    _ => ranges.iter().any(|t| prefix.test(*param, *t)),
-                })
-            }
-            Test::Uri { any_of, mode } => nodes
-                .iter()
-                .any(|n| any_of.iter().any(|v| uri_matches(n, v, *mode))),
-        }
+    /// Whether the resource passes this clause. Never panics.
+    pub(crate) fn matches(&self, resource: &Value) -> bool {
+        self.test.eval(self.def, &self.def.plan, resource) == Some(true)
     }
 }
 
@@ -290,7 +350,7 @@ fn decode(s: &str) -> Result<String, CriteriaError> {
 }
 
 /// Compiles one `name[:modifier]=value` segment.
-fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
+pub(crate) fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
     let Some((raw_name, raw_value)) = segment.split_once('=') else {
         return err(format!("parameter '{}' has no value", decode(segment)?));
     };
@@ -321,25 +381,16 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
             "unknown search parameter '{name}' for {resource_type}"
         ));
     };
-    if !matches!(
-        def.ty,
-        ParamType::Token
-            | ParamType::Reference
-            | ParamType::String
-            | ParamType::Date
-            | ParamType::Uri
-    ) {
+    if let Plan::Unsupported(reason) = &def.plan {
         return err(format!(
-            "search parameter type {} ('{name}') is not supported yet",
-            def.ty.code()
+            "search parameter '{name}' of {resource_type} is not supported: {reason}"
         ));
     }
     if value.is_empty() {
         return err(format!("parameter '{full_name}' has an empty value"));
     }
-    let unsupported = |m: &str| err(format!("modifier ':{m}' on '{name}' is not supported"));
     let mut prefixes = Vec::new();
-    let test = if modifier == Some("missing") {
+    let mut test = if modifier == Some("missing") {
         match value.as_str() {
             "true" => Test::Missing(true),
             "false" => Test::Missing(false),
@@ -351,102 +402,8 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
         }
     } else {
         let pieces = split_list(&value, &full_name)?;
-        match def.ty {
-            ParamType::Token => match modifier {
-                None | Some("not") => Test::Token {
-                    any_of: pieces
-                        .iter()
-                        .map(|p| token_query(p, name))
-                        .collect::<Result<_, _>>()?,
-                    negate: modifier.is_some(),
-                },
-                Some("text") => {
-                    Test::TokenText(pieces.iter().map(|p| normalize(&unescape(p))).collect())
-                }
-                Some(m) => return unsupported(m),
-            },
-            ParamType::Reference => match modifier {
-                Some("identifier") => Test::ReferenceIdentifier(
-                    pieces
-                        .iter()
-                        .map(|p| token_query(p, name))
-                        .collect::<Result<_, _>>()?,
-                ),
-                None => Test::Reference(
-                    pieces
-                        .iter()
-                        .map(|p| reference_query(p, None, def))
-                        .collect::<Result<_, _>>()?,
-                ),
-                Some(m) if registry::is_type_name(m) => {
-                    if !def.targets.is_empty() && !def.targets.contains(&m) {
-                        return err(format!(
-                            "'{m}' is not a target type of reference parameter '{name}'"
-                        ));
-                    }
-                    Test::Reference(
-                        pieces
-                            .iter()
-                            .map(|p| reference_query(p, Some(m), def))
-                            .collect::<Result<_, _>>()?,
-                    )
-                }
-                Some(m) => return unsupported(m),
-            },
-            ParamType::String => {
-                let mode = match modifier {
-                    None => StringMode::StartsWith,
-                    Some("exact") => StringMode::Exact,
-                    Some("contains") => StringMode::Contains,
-                    Some(m) => return unsupported(m),
-                };
-                let any_of = pieces
-                    .iter()
-                    .map(|p| {
-                        if mode == StringMode::Exact {
-                            unescape(p)
-                        } else {
-                            normalize(&unescape(p))
-                        }
-                    })
-                    .collect();
-                Test::String { any_of, mode }
-            }
-            ParamType::Date => {
-                if let Some(m) = modifier {
-                    return unsupported(m);
-                }
-                let mut values = Vec::new();
-                for piece in &pieces {
-                    let (prefix, explicit, range) = date_value(&unescape(piece), name)?;
-                    if explicit {
-                        prefixes.push(prefix);
-                    }
-                    values.push((prefix, range));
-                }
-                Test::Date(values)
-            }
-            ParamType::Uri => {
-                let mode = match modifier {
-                    None => UriMode::Exact,
-                    Some("below") => UriMode::Below,
-                    Some("above") => UriMode::Above,
-                    Some(m) => return unsupported(m),
-                };
-                Test::Uri {
-                    any_of: pieces.iter().map(|p| unescape(p)).collect(),
-                    mode,
-                }
-            }
-            _ => {
-                return err(format!(
-                    "search parameter type {} ('{name}') is not supported yet",
-                    def.ty.code()
-                ))
-            }
-        }
+        compile_test(def, def.ty, name, modifier, &pieces, &mut prefixes)?
     };
-    let mut test = test;
     test.shrink_to_fit();
     Ok(Clause {
         name: name.to_owned(),
@@ -454,6 +411,208 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
         prefixes,
         def,
         test,
+    })
+}
+
+/// Token modifiers that need a terminology service (value sets, subsumption).
+const TERMINOLOGY_MODIFIERS: &[&str] = &["in", "not-in", "above", "below"];
+
+/// Compiles the ORed `pieces` of a parameter (or of one composite component) of type
+/// `ty`; explicit prefixes are appended to `prefixes`.
+fn compile_test(
+    def: &ParamDef,
+    ty: ParamType,
+    name: &str,
+    modifier: Option<&str>,
+    pieces: &[&str],
+    prefixes: &mut Vec<Prefix>,
+) -> Result<Test, CriteriaError> {
+    let unsupported = |m: &str| err(format!("modifier ':{m}' on '{name}' is not supported"));
+    Ok(match ty {
+        ParamType::Token => match modifier {
+            None | Some("not") => Test::Token {
+                any_of: pieces
+                    .iter()
+                    .map(|p| token_query(p, name))
+                    .collect::<Result<_, _>>()?,
+                negate: modifier.is_some(),
+            },
+            Some("text") => {
+                Test::TokenText(pieces.iter().map(|p| normalize(&unescape(p))).collect())
+            }
+            Some("of-type") => Test::TokenOfType(
+                pieces
+                    .iter()
+                    .map(|p| of_type_query(p, name))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(m) if TERMINOLOGY_MODIFIERS.contains(&m) => {
+                return err(format!(
+                    "modifier ':{m}' on '{name}' is not supported: it needs a terminology service, which Herald does not have"
+                ))
+            }
+            Some(m) => return unsupported(m),
+        },
+        ParamType::Reference => match modifier {
+            Some("identifier") => Test::ReferenceIdentifier(
+                pieces
+                    .iter()
+                    .map(|p| token_query(p, name))
+                    .collect::<Result<_, _>>()?,
+            ),
+            None => Test::Reference(
+                pieces
+                    .iter()
+                    .map(|p| reference_query(p, None, def, name))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(m) if registry::is_type_name(m) => {
+                if !def.allows_target(m) {
+                    return err(format!(
+                        "'{m}' is not a target type of reference parameter '{name}'"
+                    ));
+                }
+                Test::Reference(
+                    pieces
+                        .iter()
+                        .map(|p| reference_query(p, Some(m), def, name))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            Some(m) => return unsupported(m),
+        },
+        ParamType::String => {
+            let mode = match modifier {
+                None => StringMode::StartsWith,
+                Some("exact") => StringMode::Exact,
+                Some("contains") => StringMode::Contains,
+                Some(m) => return unsupported(m),
+            };
+            let any_of = pieces
+                .iter()
+                .map(|p| {
+                    if mode == StringMode::Exact {
+                        unescape(p)
+                    } else {
+                        normalize(&unescape(p))
+                    }
+                })
+                .collect();
+            Test::String { any_of, mode }
+        }
+        ParamType::Date => {
+            if let Some(m) = modifier {
+                return unsupported(m);
+            }
+            let mut values = Vec::new();
+            for piece in pieces {
+                let (prefix, explicit, rest) = split_prefix(&unescape(piece), "date", name)?;
+                let Some(range) = crate::date::parse_range(&rest) else {
+                    return err(format!("invalid date '{rest}' for parameter '{name}'"));
+                };
+                if explicit {
+                    prefixes.push(prefix);
+                }
+                values.push((prefix, range));
+            }
+            Test::Date(values)
+        }
+        ParamType::Number => {
+            if let Some(m) = modifier {
+                return unsupported(m);
+            }
+            let mut values = Vec::new();
+            for piece in pieces {
+                let (prefix, explicit, rest) = split_prefix(&unescape(piece), "number", name)?;
+                let number = search_number(&rest, name)?;
+                if explicit {
+                    prefixes.push(prefix);
+                }
+                values.push((prefix, number));
+            }
+            Test::Number(values)
+        }
+        ParamType::Quantity => {
+            if let Some(m) = modifier {
+                return unsupported(m);
+            }
+            let mut values = Vec::new();
+            for piece in pieces {
+                let parts = split_escaped(piece, '|');
+                let (number, unit) = match parts.as_slice() {
+                    [number] => (*number, QuantityUnit::Any),
+                    [number, "", ""] => (*number, QuantityUnit::Any),
+                    [number, "", code] => (*number, QuantityUnit::CodeOrUnit(unescape(code))),
+                    [number, system, code] if !code.is_empty() => (
+                        *number,
+                        QuantityUnit::SystemCode(unescape(system), unescape(code)),
+                    ),
+                    _ => {
+                        return err(format!(
+                            "quantity value '{piece}' for '{name}' must be '[prefix]number', 'number||code' or 'number|system|code'"
+                        ))
+                    }
+                };
+                let (prefix, explicit, rest) = split_prefix(&unescape(number), "quantity", name)?;
+                let number = search_number(&rest, name)?;
+                if explicit {
+                    prefixes.push(prefix);
+                }
+                values.push(QuantityQuery {
+                    prefix,
+                    number,
+                    unit,
+                });
+            }
+            Test::Quantity(values)
+        }
+        ParamType::Uri => {
+            let mode = match modifier {
+                None => UriMode::Exact,
+                Some("below") => UriMode::Below,
+                Some("above") => UriMode::Above,
+                Some(m) => return unsupported(m),
+            };
+            Test::Uri {
+                any_of: pieces.iter().map(|p| unescape(p)).collect(),
+                mode,
+            }
+        }
+        ParamType::Composite => {
+            if let Some(m) = modifier {
+                return unsupported(m);
+            }
+            let mut values = Vec::new();
+            for piece in pieces {
+                let parts = split_escaped(piece, '$');
+                if parts.len() != def.components.len() {
+                    return err(format!(
+                        "composite value '{piece}' for '{name}' needs {} '$'-separated components, got {}",
+                        def.components.len(),
+                        parts.len()
+                    ));
+                }
+                let mut tests = Vec::new();
+                for (part, component) in parts.iter().zip(def.components.iter()) {
+                    if part.is_empty() {
+                        return err(format!(
+                            "composite value '{piece}' for '{name}' has an empty component"
+                        ));
+                    }
+                    let mut test =
+                        compile_test(def, component.ty, &component.name, None, &[part], prefixes)?;
+                    test.shrink_to_fit();
+                    tests.push(test);
+                }
+                values.push(tests);
+            }
+            Test::Composite(values)
+        }
+        ParamType::Special => {
+            return err(format!(
+                "search parameter type special ('{name}') is not supported"
+            ))
+        }
     })
 }
 
@@ -532,10 +691,10 @@ fn reference_query(
     piece: &str,
     type_modifier: Option<&str>,
     def: &ParamDef,
+    name: &str,
 ) -> Result<RefParts, CriteriaError> {
     let value = unescape(piece);
     let mut parts = split_reference(&value);
-    let name = def.name;
     if parts.id.is_none() && !parts.raw.contains(':') {
         return err(format!("invalid reference value '{value}' for '{name}'"));
     }
@@ -555,7 +714,7 @@ fn reference_query(
         }
     }
     if let Some(t) = &parts.typ {
-        if !def.targets.is_empty() && !def.targets.contains(&t.as_str()) {
+        if !def.allows_target(t) {
             return err(format!(
                 "'{t}' is not a target type of reference parameter '{name}'"
             ));
@@ -564,30 +723,42 @@ fn reference_query(
     Ok(parts)
 }
 
-/// Parses `[prefix]date` → (prefix, whether it was written, range).
-fn date_value(piece: &str, name: &str) -> Result<(Prefix, bool, DateRange), CriteriaError> {
+/// Splits `[prefix]value` → (prefix, whether it was written, value). A prefix is two
+/// lower-case letters at the start (values of these types never start so).
+fn split_prefix(
+    piece: &str,
+    kind: &str,
+    name: &str,
+) -> Result<(Prefix, bool, String), CriteriaError> {
     let b = piece.as_bytes();
-    let (prefix, explicit, rest) =
-        if b.len() >= 2 && b[0].is_ascii_lowercase() && b[1].is_ascii_lowercase() {
-            let code = &piece[..2];
-            if code == "ap" {
-                return err(format!(
-                    "prefix 'ap' is not supported on date parameter '{name}'"
-                ));
-            }
-            match Prefix::from_code(code) {
-                Some(p) => (p, true, &piece[2..]),
-                None => {
-                    return err(format!(
-                        "unknown prefix '{code}' on date parameter '{name}'"
-                    ))
-                }
-            }
-        } else {
-            (Prefix::Eq, false, piece)
+    if b.len() >= 2 && b[0].is_ascii_lowercase() && b[1].is_ascii_lowercase() {
+        let code = &piece[..2];
+        return match Prefix::from_code(code) {
+            Some(p) => Ok((p, true, piece[2..].to_owned())),
+            None => err(format!(
+                "unknown prefix '{code}' on {kind} parameter '{name}'"
+            )),
         };
-    match crate::date::parse_range(rest) {
-        Some(range) => Ok((prefix, explicit, range)),
-        None => err(format!("invalid date '{rest}' for parameter '{name}'")),
+    }
+    Ok((Prefix::Eq, false, piece.to_owned()))
+}
+
+fn search_number(text: &str, name: &str) -> Result<SearchNumber, CriteriaError> {
+    parse_search_number(text).ok_or_else(|| {
+        CriteriaError::new(format!(
+            "invalid number '{text}' for parameter '{name}' (a decimal such as 5.4 or -2; exponents are not supported)"
+        ))
+    })
+}
+
+/// `type-system|type-code|value` for `:of-type`.
+fn of_type_query(piece: &str, name: &str) -> Result<(String, String, String), CriteriaError> {
+    match split_escaped(piece, '|').as_slice() {
+        [system, code, value] if !system.is_empty() && !code.is_empty() && !value.is_empty() => {
+            Ok((unescape(system), unescape(code), unescape(value)))
+        }
+        _ => err(format!(
+            "':of-type' value '{piece}' for '{name}' must be 'type-system|type-code|value'"
+        )),
     }
 }

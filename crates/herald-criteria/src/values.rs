@@ -12,7 +12,8 @@
 //!   `Reference.type`, and bare strings (canonical/uri elements).
 //! - string: plain strings, and the parts of `HumanName` and `Address`.
 //! - date: date/dateTime/instant strings and `Period` objects.
-//! - uri: strings.
+//! - uri: strings; `:below`/`:above` compare by path segments.
+//! - number and quantity: see [`number`](crate::number).
 //!
 //! Nothing here panics on any JSON: unexpected shapes simply yield no values.
 
@@ -66,27 +67,6 @@ pub(crate) fn collect<'a>(root: &'a Value, path: &str, out: &mut Vec<&'a Value>)
         }
     }
     out.extend(current);
-}
-
-/// Whether `f` holds for any element reached by any of `paths` (as [`collect`] would
-/// gather them), stopping at the first; plain one-element paths allocate nothing.
-pub(crate) fn any_node<'a>(
-    root: &'a Value,
-    paths: &[&str],
-    f: &mut dyn FnMut(&'a Value) -> bool,
-) -> bool {
-    paths.iter().any(|path| {
-        if path.contains(['.', '[']) {
-            let mut nodes = Vec::new();
-            collect(root, path, &mut nodes);
-            return nodes.into_iter().any(&mut *f);
-        }
-        match root.as_object().and_then(|o| o.get(*path)) {
-            Some(Value::Array(items)) => items.iter().filter(|i| !i.is_null()).any(&mut *f),
-            Some(Value::Null) | None => false,
-            Some(other) => f(other),
-        }
-    })
 }
 
 // ---------------------------------------------------------------- token
@@ -143,6 +123,24 @@ pub(crate) fn token_matches(node: &Value, query: &TokenQuery) -> bool {
         TokenQuery::NoSystemCode(c) => system.is_none() && code == c,
         TokenQuery::System(s) => system == Some(s.as_str()),
     })
+}
+
+/// Whether an `Identifier` element has a `type` coding (`system`, `code`) and the
+/// `value` (for `:of-type`).
+pub(crate) fn identifier_of_type(node: &Value, system: &str, code: &str, value: &str) -> bool {
+    let Some(o) = node.as_object() else {
+        return false;
+    };
+    o.get("value").and_then(Value::as_str) == Some(value)
+        && o.get("type")
+            .and_then(|t| t.get("coding"))
+            .and_then(Value::as_array)
+            .is_some_and(|codings| {
+                codings.iter().any(|c| {
+                    c.get("system").and_then(Value::as_str) == Some(system)
+                        && c.get("code").and_then(Value::as_str) == Some(code)
+                })
+            })
 }
 
 /// The display texts of a token element for `:text`: `CodeableConcept.text`,
@@ -251,12 +249,12 @@ pub(crate) fn element_reference(node: &Value) -> Option<RefView<'_>> {
 
 /// Whether the element references what `query` names; `targets` are the parameter's
 /// allowed target types (empty = any).
-pub(crate) fn reference_matches(node: &Value, query: &RefParts, targets: &[&str]) -> bool {
+pub(crate) fn reference_matches(node: &Value, query: &RefParts, targets: &[Box<str>]) -> bool {
     let Some(r) = element_reference(node) else {
         return false;
     };
     if let Some(t) = r.typ {
-        if !targets.is_empty() && !targets.contains(&t) {
+        if !targets.is_empty() && !targets.iter().any(|allowed| &**allowed == t) {
             return false;
         }
     } else if !targets.is_empty() {
@@ -377,9 +375,10 @@ pub(crate) fn date_ranges(node: &Value) -> Option<DateRange> {
 pub(crate) enum UriMode {
     /// Exact match; a canonical `url|version` also matches the bare `url`.
     Exact,
-    /// `:below`: the element starts with the value.
+    /// `:below`: the element is the value or lies below it, by path segments
+    /// (`http://a.org/fhir` is below `http://a.org`, `http://a.org.evil` is not).
     Below,
-    /// `:above`: the value starts with the element.
+    /// `:above`: the reverse: the value is the element or lies below it.
     Above,
 }
 
@@ -394,7 +393,16 @@ pub(crate) fn uri_matches(node: &Value, value: &str, mode: UriMode) -> bool {
                 || (!value.contains('|')
                     && s.split_once('|').is_some_and(|(base, _)| base == value))
         }
-        UriMode::Below => s.starts_with(value),
-        UriMode::Above => value.starts_with(s),
+        UriMode::Below => is_at_or_below(s, value),
+        UriMode::Above => is_at_or_below(value, s),
+    }
+}
+
+/// Whether `uri` equals `base` or continues it after a path separator.
+fn is_at_or_below(uri: &str, base: &str) -> bool {
+    match uri.strip_prefix(base) {
+        Some("") => true,
+        Some(rest) => base.ends_with('/') || rest.starts_with('/'),
+        None => false,
     }
 }

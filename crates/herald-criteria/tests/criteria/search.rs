@@ -381,8 +381,16 @@ fn compile_errors_name_the_offending_part() {
             "modifier ':not-in' on 'code' is not supported",
         ),
         (
-            "Observation?identifier:of-type=a|b|c",
-            "modifier ':of-type' on 'identifier' is not supported",
+            "Observation?identifier:of-type=a|b",
+            "':of-type' value 'a|b' for 'identifier' must be 'type-system|type-code|value'",
+        ),
+        (
+            "Observation?code:in=http://vs",
+            "it needs a terminology service, which Herald does not have",
+        ),
+        (
+            "Observation?code:not-in=http://vs",
+            "modifier ':not-in' on 'code' is not supported: it needs a terminology service",
         ),
         (
             "Observation?code:exact=x",
@@ -462,8 +470,12 @@ fn compile_errors_name_the_offending_part() {
             "result parameter '_containedType' has no meaning",
         ),
         (
-            "Observation?date=ap2024",
-            "prefix 'ap' is not supported on date parameter 'date'",
+            "Observation?value-quantity=xx5",
+            "unknown prefix 'xx' on quantity parameter 'value-quantity'",
+        ),
+        (
+            "RiskAssessment?probability=zz0.5",
+            "unknown prefix 'zz' on number parameter 'probability'",
         ),
         (
             "Observation?date=xx2024",
@@ -482,16 +494,64 @@ fn compile_errors_name_the_offending_part() {
             "':missing' on 'date' needs 'true' or 'false'",
         ),
         (
-            "Observation?value-quantity=5.4",
-            "search parameter type quantity ('value-quantity') is not supported yet",
+            "Observation?value-quantity=5.4.1",
+            "invalid number '5.4.1' for parameter 'value-quantity'",
+        ),
+        (
+            "Observation?value-quantity=1e2",
+            "exponents are not supported",
+        ),
+        (
+            "Observation?value-quantity=5|a|b|c",
+            "quantity value '5|a|b|c' for 'value-quantity' must be",
+        ),
+        (
+            "Observation?value-quantity=5|http://unitsofmeasure.org|",
+            "must be '[prefix]number', 'number||code' or 'number|system|code'",
+        ),
+        (
+            "Observation?value-quantity:exact=5",
+            "modifier ':exact' on 'value-quantity' is not supported",
+        ),
+        (
+            "RiskAssessment?probability=gt1x",
+            "invalid number '1x' for parameter 'probability'",
+        ),
+        (
+            "RiskAssessment?probability:missing=maybe",
+            "':missing' on 'probability' needs 'true' or 'false'",
         ),
         (
             "Observation?code-value-quantity=x",
-            "search parameter type composite ('code-value-quantity') is not supported yet",
+            "composite value 'x' for 'code-value-quantity' needs 2 '$'-separated components, got 1",
         ),
         (
-            "Encounter?length=1",
-            "search parameter type quantity ('length') is not supported yet",
+            "Observation?code-value-quantity=a$b$c",
+            "needs 2 '$'-separated components, got 3",
+        ),
+        (
+            "Observation?code-value-quantity=http://loinc.org|8480-6$",
+            "has an empty component",
+        ),
+        (
+            "Observation?code-value-quantity=http://loinc.org|8480-6$xx100",
+            "unknown prefix 'xx' on quantity parameter 'value-quantity'",
+        ),
+        (
+            "Observation?code-value-quantity:exact=a$1",
+            "modifier ':exact' on 'code-value-quantity' is not supported",
+        ),
+        (
+            "Observation?code-value-date=a$2024-13",
+            "invalid date '2024-13' for parameter 'value-date'",
+        ),
+        (
+            "Location?near=42.25|-83.69|10|km",
+            "search parameter 'near' of Location is not supported: 'near' is a special search parameter",
+        ),
+        (
+            "Encounter?length=1|a|b|c",
+            "quantity value '1|a|b|c' for 'length' must be",
         ),
         ("Observation?code=", "parameter 'code' has an empty value"),
         (
@@ -619,4 +679,75 @@ fn hostile_json_never_matches_or_panics() {
     ] {
         assert!(!SearchQuery::parse("Observation").unwrap().matches(&v));
     }
+}
+
+#[test]
+fn numbers_quantities_composites_and_prefixes() {
+    let blood_pressure = json!({
+        "resourceType": "Observation",
+        "id": "bp",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "identifier": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "FILL"}]},
+            "system": "http://lab.example.org/orders",
+            "value": "ORD-7"
+        }],
+        "effectiveDateTime": "2001-06-15",
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": 107, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": {"value": 60.25, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "9999-9"}]},
+                "valueQuantity": {"value": 5, "comparator": "<", "unit": "mmHg"}
+            }
+        ]
+    });
+    check(
+        &blood_pressure,
+        &[
+            // quantity on components: precision, units, prefixes
+            ("Observation?component-value-quantity=107", true),
+            ("Observation?component-value-quantity=107.4", false),
+            ("Observation?component-value-quantity=60.3", true),
+            ("Observation?component-value-quantity=60.25", true),
+            ("Observation?component-value-quantity=60.2", false),
+            ("Observation?component-value-quantity=107|http://unitsofmeasure.org|mm[Hg]", true),
+            ("Observation?component-value-quantity=107|http://unitsofmeasure.org|mmHg", false),
+            ("Observation?component-value-quantity=107||mmHg", true),
+            ("Observation?component-value-quantity=107||mm[Hg]", true),
+            ("Observation?component-value-quantity=107||kPa", false),
+            ("Observation?component-value-quantity=gt106.9", true),
+            ("Observation?component-value-quantity=gt107", false),
+            ("Observation?component-value-quantity=ap100", true),
+            ("Observation?component-value-quantity=ap95", false),
+            // the '<5' component has no exact value
+            ("Observation?component-value-quantity=5", false),
+            ("Observation?component-value-quantity=le5", false),
+            ("Observation?value-quantity=107", false),
+            ("Observation?combo-value-quantity=107", true),
+            // composites: both components on the same component element
+            ("Observation?component-code-value-quantity=http://loinc.org|8480-6$gt100", true),
+            ("Observation?component-code-value-quantity=http://loinc.org|8480-6$lt100", false),
+            ("Observation?component-code-value-quantity=http://loinc.org|8462-4$gt100", false),
+            ("Observation?component-code-value-quantity=8462-4$lt61", true),
+            ("Observation?component-code-value-quantity=x$1,8480-6$107", true),
+            ("Observation?combo-code-value-quantity=8480-6$107", true),
+            ("Observation?code-value-quantity=8480-6$107", false),
+            // :of-type
+            ("Observation?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|FILL|ORD-7", true),
+            ("Observation?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|PLAC|ORD-7", false),
+            ("Observation?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|FILL|ORD-8", false),
+            // date ap: 10 % of the gap to now, well over a year for 2000
+            ("Observation?date=ap2000-06-15", true),
+            ("Observation?date=ap2001-06-15", true),
+            ("Observation?date=ap1990", false),
+        ],
+    );
 }

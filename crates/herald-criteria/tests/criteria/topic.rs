@@ -419,7 +419,7 @@ fn topic_compile_errors() {
         (base(&|t| t["resourceTrigger"][0]["queryCriteria"]["current"] = json!("status:in=http://vs")), "queryCriteria.current: modifier ':in' on 'status' is not supported"),
         (base(&|t| t["resourceTrigger"][0]["queryCriteria"]["resultForCreate"] = json!("maybe")), "resultForCreate must be 'test-passes' or 'test-fails'"),
         (base(&|t| t["resourceTrigger"][0]["queryCriteria"]["requireBoth"] = json!("yes")), "requireBoth must be a boolean"),
-        (base(&|t| t["resourceTrigger"][0]["resource"] = json!("Basic")), "unknown resource type 'Basic'"),
+        (base(&|t| t["resourceTrigger"][0]["resource"] = json!("Widget")), "unknown resource type 'Widget'"),
         (base(&|t| t["canFilterBy"][0]["filterParameter"] = json!("foo")), "canFilterBy[0].filterParameter 'foo' is not a known search parameter for Encounter"),
         (base(&|t| t["canFilterBy"][0]["filterParameter"] = json!(null)), "canFilterBy[0].filterParameter is required"),
         (base(&|t| t["canFilterBy"][0]["filterDefinition"] = json!("http://example.org/SearchParameter/x")), "filterDefinition 'http://example.org/SearchParameter/x' is not supported yet"),
