@@ -1,8 +1,10 @@
 //! The rest-hook worker: finds subscriptions with work due and delivers, one task per
-//! subscription at a time, bounded by a semaphore.
+//! subscription at a time, bounded by a semaphore. NATS-channel subscriptions go through
+//! the same bookkeeping; only the last step, `send`, publishes to NATS
+//! instead of making an HTTP request.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use herald_fhir::bundle::NotificationType;
@@ -14,6 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::nats_channel::NatsChannel;
 use crate::payload::{bundle_request, classic_request, OutgoingRequest};
 use crate::retry::RetrySchedule;
 
@@ -69,6 +72,9 @@ struct Inner {
     config: DeliveryConfig,
     wake: Arc<Notify>,
     in_flight: Mutex<HashSet<SubscriptionKey>>,
+    /// Set in NATS mode; without it NATS-channel deliveries fail (none should exist: the
+    /// API refuses them in the embedded mode).
+    nats_channel: OnceLock<NatsChannel>,
 }
 
 /// How an attempt went.
@@ -111,8 +117,17 @@ impl RestHookWorker {
                 config,
                 wake,
                 in_flight: Mutex::new(HashSet::new()),
+                nats_channel: OnceLock::new(),
             }),
         })
+    }
+
+    /// Delivers NATS-channel subscriptions through `channel` too.
+    pub fn with_nats_channel(self, channel: NatsChannel) -> Self {
+        if self.inner.nats_channel.set(channel).is_err() {
+            tracing::warn!("NATS channel already set; keeping the first");
+        }
+        self
     }
 
     /// Delivers until cancelled, then waits for attempts in flight to finish.
@@ -442,6 +457,9 @@ impl RestHookWorker {
             .map(|s| Duration::from_secs(u64::from(s)))
             .unwrap_or(self.inner.config.default_timeout)
             .min(lease_margin);
+        if spec.channel_type == herald_fhir::ChannelType::Nats {
+            return self.publish_nats(spec, request, timeout).await;
+        }
         let mut builder = self
             .inner
             .http
@@ -491,6 +509,38 @@ impl RestHookWorker {
             },
             Err(e) => Attempt::Failed {
                 error: format!("could not reach endpoint: {}", without_url(&e)),
+                retry_after: None,
+                gone: false,
+            },
+        }
+    }
+}
+
+impl RestHookWorker {
+    /// The NATS channel's attempt: delivered once JetStream acknowledged the message (a
+    /// duplicate ack means it was stored by an earlier attempt whose ack was lost).
+    async fn publish_nats(
+        &self,
+        spec: &SubscriptionSpec,
+        request: OutgoingRequest,
+        timeout: Duration,
+    ) -> Attempt {
+        let Some(channel) = self.inner.nats_channel.get() else {
+            return Attempt::Failed {
+                error: "the NATS channel requires NATS mode".into(),
+                retry_after: None,
+                gone: false,
+            };
+        };
+        match channel.publish(spec, request, timeout).await {
+            Ok(published) => {
+                if published.duplicate {
+                    tracing::debug!("NATS notification was already stored (duplicate id)");
+                }
+                Attempt::Delivered
+            }
+            Err(error) => Attempt::Failed {
+                error,
                 retry_after: None,
                 gone: false,
             },
