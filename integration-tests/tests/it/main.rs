@@ -3,5 +3,6 @@
 mod capture;
 mod delivery;
 mod faults;
+mod nats_channel;
 mod security;
 mod spine;

@@ -5,16 +5,16 @@ use herald_integration_tests::{test_settings, Receiver, TestHub, TestMode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-const ISSUER: &str = "https://auth.example.org";
-const AUDIENCE: &str = "https://herald.example.org/fhir";
+pub(crate) const ISSUER: &str = "https://auth.example.org";
+pub(crate) const AUDIENCE: &str = "https://herald.example.org/fhir";
 
-fn fixture(name: &str) -> std::path::PathBuf {
+pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../crates/herald-security/tests/fixtures")
         .join(name)
 }
 
-fn token(scope: &str, extra: Value) -> String {
+pub(crate) fn token(scope: &str, extra: Value) -> String {
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "client-1", "client_id": "client-1", "iat": now, "exp": now + 300, "scope": scope});
     if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
@@ -40,7 +40,7 @@ async fn secured_hub() -> TestHub {
     TestHub::start_with(settings).await
 }
 
-async fn wait_active(hub: &TestHub, id: &str, bearer: &str) {
+pub(crate) async fn wait_active(hub: &TestHub, id: &str, bearer: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let (_, body, _) = call(
@@ -62,7 +62,7 @@ async fn wait_active(hub: &TestHub, id: &str, bearer: &str) {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     hub: &TestHub,
     method: &str,
     path: &str,
