@@ -78,6 +78,8 @@ pub async fn test_settings(mode: TestMode) -> Settings {
         settings.nats.dead_letter_subject = format!("it.{tag}.deadletter");
         settings.nats.control_subject = format!("it.{tag}.control");
         settings.nats.consumer = format!("it-{tag}");
+        settings.nats.notify_stream = format!("HERALD_IT_{tag}_NOTIFY");
+        settings.nats.notify_subject_prefix = format!("it.{tag}.notify");
         // These tests exercise storage and the bus; authentication has its own tests.
         settings.auth.allow_unauthenticated = true;
     }

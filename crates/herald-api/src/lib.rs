@@ -52,6 +52,9 @@ pub struct AppState {
     pub delivery_wake: Arc<Notify>,
     /// `embedded` or `production`, shown in `/readyz`.
     pub mode: &'static str,
+    /// The NATS channel's subject prefix (`herald.notify`) in NATS mode; `None` in the
+    /// embedded mode, where NATS-channel subscriptions are refused.
+    pub nats_subject_prefix: Option<String>,
     /// This instance's subscription index, refreshed before a subscription change is
     /// acknowledged so the next write is matched against it.
     pub index: Arc<herald_matcher::IndexMaintainer>,

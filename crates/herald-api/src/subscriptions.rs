@@ -103,6 +103,10 @@ pub(crate) fn visible(access: &Access, caller: &Caller, record: &SubscriptionRec
 /// The endpoint must pass the endpoint policy (no private, loopback, link-local or metadata
 /// addresses; https outside development mode), and full resources never travel over http.
 fn check_endpoint(state: &SharedState, spec: &SubscriptionSpec) -> ApiResult<()> {
+    if spec.channel_type == herald_fhir::ChannelType::Nats {
+        // A NATS subject, not a URL: see `resolve_nats_subject`.
+        return Ok(());
+    }
     let Some(endpoint) = &spec.endpoint else {
         return Ok(());
     };
@@ -128,6 +132,48 @@ fn check_endpoint(state: &SharedState, spec: &SubscriptionSpec) -> ApiResult<()>
             IssueType::Security,
             "Subscription.channel.endpoint: full resources are only sent over https",
         ));
+    }
+    Ok(())
+}
+
+/// A NATS-channel subscription publishes inside the caller's tenant namespace only
+/// (`herald_fhir::subscription::nats`). The subject is resolved here, with the tenant and id,
+/// and written into `channel.endpoint`, so the client reads back where it is published.
+fn resolve_nats_subject(
+    state: &SharedState,
+    tenant: &str,
+    id: &str,
+    body: &mut Value,
+    spec: &SubscriptionSpec,
+) -> ApiResult<()> {
+    if spec.channel_type != herald_fhir::ChannelType::Nats {
+        return Ok(());
+    }
+    let Some(prefix) = &state.nats_subject_prefix else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::NotSupported,
+            "Subscription.channel.type: the NATS channel requires NATS mode; this Herald runs embedded (no nats_url configured)",
+        ));
+    };
+    let subject = herald_fhir::subscription::nats::resolve_subject(
+        prefix,
+        tenant,
+        id,
+        spec.endpoint.as_deref(),
+    )
+    .map_err(|e| {
+        let status = match e.code {
+            IssueType::Security | IssueType::NotSupported => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError {
+            status,
+            outcome: e.outcome(),
+        }
+    })?;
+    if let Some(channel) = body.get_mut("channel").and_then(Value::as_object_mut) {
+        channel.insert("endpoint".into(), Value::String(subject));
     }
     Ok(())
 }
@@ -268,8 +314,9 @@ async fn create_subscription(
             "Subscription.channel.extension: a new subscription cannot carry a redacted secret",
         ));
     }
-    ensure_signing_secret(&mut body, &spec);
     let id = uuid::Uuid::new_v4().to_string();
+    resolve_nats_subject(&state, &caller.tenant, &id, &mut body, &spec)?;
+    ensure_signing_secret(&mut body, &spec);
     let stored = client_part(&body);
     let owner = caller.owner();
     let record = state
@@ -369,6 +416,7 @@ async fn update_subscription(
         .map(|o| o.client_id.as_str());
     limits::check_client_quota(&state, caller, previous_owner).await?;
     let owner = caller.owner();
+    resolve_nats_subject(&state, &caller.tenant, &id, &mut body, &spec)?;
     if existing.is_none() {
         ensure_signing_secret(&mut body, &spec);
     }

@@ -10,13 +10,19 @@
 //! one whose retries are exhausted or whose endpoint answers 410 goes `off`. One slow
 //! endpoint holds back only its own subscription: each delivery runs in its own task,
 //! bounded by a semaphore. This crate does not match events or speak the FHIR REST API.
+//!
+//! The NATS channel ([`nats_channel`]) shares that bookkeeping: a NATS-channel
+//! subscription's bundles are published to its subject in the tenant's namespace, and
+//! count as delivered once JetStream acknowledged them.
 
 pub mod access;
+pub mod nats_channel;
 pub mod payload;
 mod retry;
 pub mod signing;
 mod worker;
 
 pub use access::AccessGuard;
+pub use nats_channel::{NatsChannel, NatsChannelConfig, NatsChannelError};
 pub use retry::RetrySchedule;
 pub use worker::{DeliveryConfig, RestHookWorker};

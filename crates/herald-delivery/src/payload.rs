@@ -5,9 +5,21 @@ use herald_fhir::bundle::{
     notification_bundle, NotificationEvent, NotificationType, StatusContext,
 };
 use herald_fhir::{Action, PayloadContent, SubscriptionSpec};
-use herald_store::{NotificationRecord, SubscriptionRecord};
+use herald_store::{NotificationRecord, SubscriptionKey, SubscriptionRecord};
 
-/// An HTTP request to make.
+/// What a notification bundle is about, for channels that label their messages (the NATS
+/// channel's headers and dedup id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleLabel {
+    pub subscription: SubscriptionKey,
+    /// The subscription's version (a handshake is per version).
+    pub version_id: i64,
+    pub notification_type: NotificationType,
+    /// First and last event number in an event-notification bundle.
+    pub events: Option<(i64, i64)>,
+}
+
+/// An HTTP request to make (or, for the NATS channel, a message to publish).
 #[derive(Debug, Clone)]
 pub struct OutgoingRequest {
     /// `webhook-id`: the same for every attempt at the same message.
@@ -16,6 +28,8 @@ pub struct OutgoingRequest {
     pub url: String,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// Set for Backport notification bundles.
+    pub label: Option<BundleLabel>,
 }
 
 pub fn to_notification_event(n: &NotificationRecord) -> NotificationEvent {
@@ -55,6 +69,15 @@ pub fn bundle_request(
         error: None,
     };
     let events: Vec<NotificationEvent> = events.iter().map(to_notification_event).collect();
+    let label = BundleLabel {
+        subscription: record.key.clone(),
+        version_id: record.version_id,
+        notification_type: kind,
+        events: events
+            .first()
+            .zip(events.last())
+            .map(|(first, last)| (first.event_number, last.event_number)),
+    };
     let bundle = notification_bundle(&ctx, &events, content);
     let msg_id = match (kind, events.first(), events.last()) {
         (NotificationType::EventNotification, Some(first), Some(last)) => {
@@ -82,6 +105,7 @@ pub fn bundle_request(
                 .unwrap_or_else(|| "application/fhir+json".into()),
         ),
         body: serde_json::to_vec(&bundle).unwrap_or_default(),
+        label: Some(label),
     }
 }
 
@@ -110,6 +134,7 @@ pub fn classic_request(
             ),
             content_type: Some(mime.clone()),
             body: serde_json::to_vec(resource).unwrap_or_default(),
+            label: None,
         },
         _ => OutgoingRequest {
             msg_id: msg_id(notification),
@@ -117,6 +142,7 @@ pub fn classic_request(
             url: endpoint(spec),
             content_type: None,
             body: Vec::new(),
+            label: None,
         },
     }
 }

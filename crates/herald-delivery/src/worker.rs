@@ -1,8 +1,10 @@
 //! The rest-hook worker: finds subscriptions with work due and delivers, one task per
-//! subscription at a time, bounded by a semaphore.
+//! subscription at a time, bounded by a semaphore. NATS-channel subscriptions go through
+//! the same bookkeeping; only the last step, `send`, publishes to NATS
+//! instead of making an HTTP request.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use herald_fhir::bundle::NotificationType;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use herald_audit::{AuditEntry, AuditKind, AuditOutcome};
 
 use crate::access::{permits, AccessGuard};
+use crate::nats_channel::NatsChannel;
 use crate::payload::{bundle_request, classic_request, OutgoingRequest};
 use crate::retry::RetrySchedule;
 
@@ -73,6 +76,9 @@ struct Inner {
     wake: Arc<Notify>,
     in_flight: Mutex<HashSet<SubscriptionKey>>,
     guard: AccessGuard,
+    /// Set in NATS mode; without it NATS-channel deliveries fail (none should exist: the
+    /// API refuses them in the embedded mode).
+    nats_channel: OnceLock<NatsChannel>,
 }
 
 /// How an attempt went.
@@ -117,8 +123,17 @@ impl RestHookWorker {
                 wake,
                 in_flight: Mutex::new(HashSet::new()),
                 guard,
+                nats_channel: OnceLock::new(),
             }),
         })
+    }
+
+    /// Delivers NATS-channel subscriptions through `channel` too.
+    pub fn with_nats_channel(self, channel: NatsChannel) -> Self {
+        if self.inner.nats_channel.set(channel).is_err() {
+            tracing::warn!("NATS channel already set; keeping the first");
+        }
+        self
     }
 
     /// Delivers until cancelled, then waits for attempts in flight to finish.
@@ -496,10 +511,13 @@ impl RestHookWorker {
     /// Records one delivery attempt (`what`: handshake, heartbeat, events a..b).
     async fn audit_attempt(&self, record: &SubscriptionRecord, what: &str, attempt: &Attempt) {
         let (outcome, detail) = match attempt {
-            Attempt::Delivered => (AuditOutcome::Success, format!("rest-hook {what} delivered")),
+            Attempt::Delivered => (
+                AuditOutcome::Success,
+                format!("{} {what} delivered", record.channel_type),
+            ),
             Attempt::Failed { error, .. } => (
                 AuditOutcome::MinorFailure,
-                format!("rest-hook {what} failed: {error}"),
+                format!("{} {what} failed: {error}", record.channel_type),
             ),
         };
         self.inner
@@ -543,6 +561,9 @@ impl RestHookWorker {
             .map(|s| Duration::from_secs(u64::from(s)))
             .unwrap_or(self.inner.config.default_timeout)
             .min(lease_margin);
+        if spec.channel_type == herald_fhir::ChannelType::Nats {
+            return self.publish_nats(spec, request, timeout).await;
+        }
         let mut builder = self
             .inner
             .http
@@ -592,6 +613,38 @@ impl RestHookWorker {
             },
             Err(e) => Attempt::Failed {
                 error: format!("could not reach endpoint: {}", without_url(&e)),
+                retry_after: None,
+                gone: false,
+            },
+        }
+    }
+}
+
+impl RestHookWorker {
+    /// The NATS channel's attempt: delivered once JetStream acknowledged the message (a
+    /// duplicate ack means it was stored by an earlier attempt whose ack was lost).
+    async fn publish_nats(
+        &self,
+        spec: &SubscriptionSpec,
+        request: OutgoingRequest,
+        timeout: Duration,
+    ) -> Attempt {
+        let Some(channel) = self.inner.nats_channel.get() else {
+            return Attempt::Failed {
+                error: "the NATS channel requires NATS mode".into(),
+                retry_after: None,
+                gone: false,
+            };
+        };
+        match channel.publish(spec, request, timeout).await {
+            Ok(published) => {
+                if published.duplicate {
+                    tracing::debug!("NATS notification was already stored (duplicate id)");
+                }
+                Attempt::Delivered
+            }
+            Err(error) => Attempt::Failed {
+                error,
                 retry_after: None,
                 gone: false,
             },

@@ -85,6 +85,9 @@ pub enum ChannelType {
     Email,
     Sms,
     Message,
+    /// Herald's custom NATS channel ([`nats`]): `backport-channel-type` with
+    /// [`nats::CHANNEL_TYPE_SYSTEM`]`|nats`. Never an R4 `channel.type` code by itself.
+    Nats,
 }
 
 impl ChannelType {
@@ -95,9 +98,11 @@ impl ChannelType {
             Self::Email => "email",
             Self::Sms => "sms",
             Self::Message => "message",
+            Self::Nats => nats::NATS_CODE,
         }
     }
 
+    /// Reads an R4 `channel.type` code (custom channel types come from the extension).
     pub fn parse(code: &str) -> Option<Self> {
         Some(match code {
             "rest-hook" => Self::RestHook,
@@ -530,35 +535,52 @@ impl SubscriptionSpec {
         };
         let type_meta = channel.get("_type");
         reject_modifier_extensions(type_meta, at)?;
-        // Any extension on channel.type changes its meaning; none is supported yet.
-        if let Some((url, ext)) = extensions(type_meta, "Subscription.channel.type.extension")?
-            .into_iter()
-            .next()
-        {
-            if url == EXT_CHANNEL_TYPE {
-                let coding = ext.get("valueCoding");
-                let field = |name: &str| {
-                    coding
-                        .and_then(|c| c.get(name))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                };
+        // Any extension on channel.type changes its meaning: only Herald's own custom
+        // channel type (the NATS channel) is understood.
+        let mut custom = None;
+        for (url, ext) in extensions(type_meta, "Subscription.channel.type.extension")? {
+            if url != EXT_CHANNEL_TYPE {
+                return Err(unsupported(
+                    at,
+                    format!("extension '{url}' is not supported"),
+                ));
+            }
+            if custom.is_some() {
+                return Err(invalid(at, "backport-channel-type may appear only once"));
+            }
+            let coding = ext
+                .get("valueCoding")
+                .ok_or_else(|| invalid(at, "backport-channel-type needs a valueCoding"))?;
+            let field = |name: &str| coding.get(name).and_then(Value::as_str).unwrap_or("");
+            if field("system") != nats::CHANNEL_TYPE_SYSTEM || field("code") != nats::NATS_CODE {
                 return Err(unsupported(
                     at,
                     format!(
-                        "custom channel type '{}|{}' is not supported",
+                        "custom channel type '{}|{}' is not supported (Herald offers {}|{})",
                         field("system"),
-                        field("code")
+                        field("code"),
+                        nats::CHANNEL_TYPE_SYSTEM,
+                        nats::NATS_CODE
                     ),
                 ));
             }
-            return Err(unsupported(
-                at,
-                format!("extension '{url}' is not supported"),
-            ));
+            custom = Some(ChannelType::Nats);
         }
-        ChannelType::parse(code)
-            .ok_or_else(|| unsupported(at, format!("unknown channel type '{code}'")))
+        let base = ChannelType::parse(code)
+            .ok_or_else(|| unsupported(at, format!("unknown channel type '{code}'")))?;
+        match custom {
+            None => Ok(base),
+            // R4 requires a code; the extension says what is meant. `message` is the
+            // closest R4 code, `rest-hook` is what the Backport IG's custom-channel example
+            // uses; any other would mislead a reader that ignores the extension.
+            Some(custom) if matches!(base, ChannelType::Message | ChannelType::RestHook) => {
+                Ok(custom)
+            }
+            Some(_) => Err(invalid(
+                at,
+                format!("with the NATS custom channel type, channel.type must be 'message' (or 'rest-hook'), not '{code}'"),
+            )),
+        }
     }
 
     fn read_headers(channel: &Value) -> SpecResult<Vec<(String, String)>> {
@@ -629,6 +651,7 @@ impl SubscriptionSpec {
         match self.channel_type {
             ChannelType::RestHook => {}
             ChannelType::Websocket => return self.check_websocket_channel(),
+            ChannelType::Nats => return self.check_nats_channel(),
             other => {
                 return Err(unsupported(
                     "Subscription.channel.type",
@@ -665,6 +688,36 @@ impl SubscriptionSpec {
         }
         if !self.signing_secrets.is_empty() {
             return refuse("Subscription.channel.extension", "a webhook signing secret");
+        }
+        Ok(())
+    }
+
+    /// The NATS channel publishes Backport notification bundles inside the network: the
+    /// content level must be explicit, the subject syntax valid (whose namespace it lies in
+    /// is checked with the tenant, [`nats::resolve_subject`]), and HTTP headers and webhook
+    /// signing secrets, which have no meaning on a NATS message, are refused.
+    fn check_nats_channel(&self) -> SpecResult<()> {
+        let refuse = |at: &str, what: &str| {
+            Err(invalid(
+                at,
+                format!("{what} has no meaning for a NATS channel subscription; remove it"),
+            ))
+        };
+        if !self.headers.is_empty() {
+            return refuse("Subscription.channel.header", "a header");
+        }
+        if !self.signing_secrets.is_empty() {
+            return refuse("Subscription.channel.extension", "a webhook signing secret");
+        }
+        if self.content.is_none() {
+            return Err(SubscriptionSpecError::new(
+                IssueType::Required,
+                "Subscription.channel.payload",
+                "a NATS channel subscription needs channel.payload and backport-payload-content (empty | id-only | full-resource)",
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            nats::check_subject_syntax(endpoint)?;
         }
         Ok(())
     }
@@ -768,6 +821,8 @@ pub fn signing_key(secret: &str) -> Option<Vec<u8>> {
 pub fn is_backport_url(url: &str) -> bool {
     url.starts_with(BACKPORT_SD)
 }
+
+pub mod nats;
 
 #[cfg(test)]
 mod tests;

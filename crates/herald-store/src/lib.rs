@@ -134,7 +134,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<NotificationRecord>>;
 
     // --- Delivery state ----------------------------------------------------------------
-    /// Claims rest-hook subscriptions with work due at `now_ms` (a handshake, undelivered
+    /// Claims rest-hook and NATS-channel subscriptions (the channels Herald pushes to; a
+    /// WebSocket client pulls) with work due at `now_ms` (a handshake, undelivered
     /// events or a heartbeat) until `lease_until_ms`, so no other instance delivers them
     /// meanwhile. Every delivery outcome below ends the claim; a crashed claimer's claim
     /// runs out at `lease_until_ms`.

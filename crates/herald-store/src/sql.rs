@@ -495,7 +495,7 @@ macro_rules! impl_store {
                     "UPDATE subscriptions SET next_attempt_at = $1 \
                      WHERE (next_attempt_at IS NULL OR next_attempt_at <= $2) \
                      AND (tenant, id) IN (SELECT tenant, id FROM subscriptions \
-                     WHERE channel_type = 'rest-hook' \
+                     WHERE channel_type IN ('rest-hook', 'nats') \
                      AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
                      AND ( (status = 'requested' AND delivery_state = 'handshake') \
                         OR (status IN ('requested', 'active', 'error') AND delivery_state = 'ready' \

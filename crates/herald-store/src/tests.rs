@@ -611,3 +611,36 @@ async fn sqlite_store_conforms() {
 async fn postgres_store_conforms() {
     conformance(&fresh_postgres().await).await;
 }
+
+/// Herald pushes to rest-hook and NATS-channel subscriptions; WebSocket clients connect.
+async fn claims_only_push_channels(store: &dyn Store) {
+    let resource = json!({"resourceType": "Subscription", "status": "requested"});
+    for (id, channel_type) in [("rh", "rest-hook"), ("nats", "nats"), ("ws", "websocket")] {
+        store
+            .create_subscription(NewSubscription {
+                channel_type,
+                ..new_sub(id, &resource)
+            })
+            .await
+            .expect("create");
+    }
+    let mut claimed: Vec<String> = store
+        .claim_due(2_000, 3_000, 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|s| s.key.id)
+        .collect();
+    claimed.sort();
+    assert_eq!(claimed, vec!["nats", "rh"]);
+}
+
+#[tokio::test]
+async fn sqlite_claims_only_push_channels() {
+    claims_only_push_channels(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_claims_only_push_channels() {
+    claims_only_push_channels(&fresh_postgres().await).await;
+}

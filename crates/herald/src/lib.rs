@@ -13,7 +13,7 @@
 //! - `herald-store`: SQLite / PostgreSQL storage and the notification log.
 //! - `herald-bus`: embedded and JetStream change-event buses.
 //! - `herald-matcher`: subscription index and the consume loop.
-//! - `herald-delivery`: rest-hook delivery.
+//! - `herald-delivery`: rest-hook and NATS-channel delivery.
 //! - `herald-capture`: write facade and ingest.
 //! - `herald-api`: the FHIR REST API.
 
@@ -28,7 +28,9 @@ use anyhow::Context;
 use herald_api::AppState;
 use herald_bus::{ChangeEventBus, EmbeddedBus, JetStreamBus, JetStreamConfig};
 use herald_capture::Capture;
-use herald_delivery::{DeliveryConfig, RestHookWorker, RetrySchedule};
+use herald_delivery::{
+    DeliveryConfig, NatsChannel, NatsChannelConfig, RestHookWorker, RetrySchedule,
+};
 use herald_matcher::{IndexMaintainer, Matcher, SubscriptionIndex, TopicCatalog};
 use herald_store::{PostgresStore, SqliteStore, Store};
 use tokio::sync::Notify;
@@ -291,6 +293,29 @@ impl Herald {
             access_guard.clone(),
         )
         .context("building the HTTP client")?;
+        // NATS mode: the NATS channel (notification stream created if missing). Embedded:
+        // none, and the API refuses NATS-channel subscriptions.
+        let nats_channel = match &mode {
+            Mode::Embedded => None,
+            Mode::Production { nats_url, .. } => {
+                let n = &settings.nats;
+                let channel = NatsChannel::connect(NatsChannelConfig {
+                    url: nats_url.clone(),
+                    stream: n.notify_stream.clone(),
+                    subject_prefix: n.notify_subject_prefix.clone(),
+                    duplicate_window: Duration::from_secs(n.duplicate_window_secs),
+                    max_age: Duration::from_secs(n.notify_max_age_secs),
+                })
+                .await
+                .context("setting up the NATS channel")?;
+                Some(channel)
+            }
+        };
+        let nats_subject_prefix = nats_channel.as_ref().map(|c| c.subject_prefix().to_owned());
+        let worker = match nats_channel {
+            Some(channel) => worker.with_nats_channel(channel),
+            None => worker,
+        };
         tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
 
         let retention = settings.retention.clone();
@@ -343,6 +368,7 @@ impl Herald {
                 settings.limits.requests_per_second,
                 settings.limits.burst,
             ),
+            nats_subject_prefix,
             mode: match mode {
                 Mode::Embedded => "embedded",
                 Mode::Production { .. } => "production",

@@ -48,6 +48,13 @@ pub struct NatsSettings {
     pub control_subject: String,
     pub duplicate_window_secs: u64,
     pub max_age_secs: u64,
+    /// The NATS channel: notifications are published to `<notify_subject_prefix>.<tenant>.…`.
+    pub notify_subject_prefix: String,
+    /// JetStream stream over `<notify_subject_prefix>.>`, created at start; empty when the
+    /// operator provides a stream covering those subjects.
+    pub notify_stream: String,
+    /// How long the notification stream keeps messages (when Herald creates it).
+    pub notify_max_age_secs: u64,
 }
 
 /// OAuth 2.0 bearer tokens (SMART on FHIR). Without an issuer Herald runs in development
@@ -167,6 +174,7 @@ impl Default for Settings {
 impl Default for NatsSettings {
     fn default() -> Self {
         let js = herald_bus::JetStreamConfig::new("");
+        let notify = herald_delivery::NatsChannelConfig::new("");
         Self {
             stream: js.stream,
             subject_prefix: js.subject_prefix,
@@ -175,6 +183,9 @@ impl Default for NatsSettings {
             control_subject: js.control_subject,
             duplicate_window_secs: js.duplicate_window.as_secs(),
             max_age_secs: js.max_age.as_secs(),
+            notify_subject_prefix: notify.subject_prefix,
+            notify_stream: notify.stream,
+            notify_max_age_secs: notify.max_age.as_secs(),
         }
     }
 }
@@ -196,6 +207,34 @@ impl Default for DeliverySettings {
             poll_interval_ms: u64::try_from(d.poll_interval.as_millis()).unwrap_or(500),
             claim_lease_secs: d.claim_lease.as_secs(),
         }
+    }
+}
+
+impl NatsSettings {
+    /// The notification subjects must be literal tokens and share nothing with Herald's own
+    /// subjects: otherwise a subscriber naming a subject under its tenant namespace could make
+    /// Herald publish change events or control notices (e.g. a tenant called `changes` under
+    /// a prefix `fhir`).
+    fn validate_notify_subjects(&self) -> Result<(), SettingsError> {
+        use herald_fhir::subscription::nats::{is_subject_token, subjects_overlap};
+        let prefix = &self.notify_subject_prefix;
+        if !prefix.split('.').all(is_subject_token) {
+            return Err(SettingsError::Invalid(format!(
+                "nats.notify_subject_prefix '{prefix}' must be dot-separated tokens of [A-Za-z0-9_-]"
+            )));
+        }
+        for (name, other) in [
+            ("nats.subject_prefix", &self.subject_prefix),
+            ("nats.dead_letter_subject", &self.dead_letter_subject),
+            ("nats.control_subject", &self.control_subject),
+        ] {
+            if subjects_overlap(prefix, other) {
+                return Err(SettingsError::Invalid(format!(
+                    "nats.notify_subject_prefix '{prefix}' overlaps {name} '{other}'"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -289,6 +328,7 @@ impl Settings {
                 ));
             }
         }
+        self.nats.validate_notify_subjects()?;
         if self.tenant.is_empty()
             || !self
                 .tenant
@@ -427,6 +467,29 @@ mod tests {
         let s = Settings::load(Some(&path), &[]).expect("deploy/herald.toml is valid");
         assert!(matches!(s.mode().expect("mode"), Mode::Production { .. }));
         assert!(s.auth.issuer.is_some());
+    }
+
+    #[test]
+    fn notification_subjects_must_not_overlap_heralds_own() {
+        for (key, value) in [
+            ("HERALD_NATS__NOTIFY_SUBJECT_PREFIX", "fhir"),
+            ("HERALD_NATS__NOTIFY_SUBJECT_PREFIX", "herald"),
+            ("HERALD_NATS__NOTIFY_SUBJECT_PREFIX", "herald.notify.*"),
+            ("HERALD_NATS__NOTIFY_SUBJECT_PREFIX", "herald..notify"),
+        ] {
+            let err = Settings::load(None, &env(&[(key, value)])).expect_err(value);
+            assert!(
+                err.to_string().contains("notify_subject_prefix"),
+                "{value}: {err}"
+            );
+        }
+        let s = Settings::load(
+            None,
+            &env(&[("HERALD_NATS__NOTIFY_SUBJECT_PREFIX", "pharmacy.notify")]),
+        )
+        .expect("a distinct prefix");
+        assert_eq!(s.nats.notify_subject_prefix, "pharmacy.notify");
+        assert_eq!(Settings::default().nats.notify_stream, "HERALD_NOTIFY");
     }
 
     #[test]

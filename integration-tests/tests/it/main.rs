@@ -4,5 +4,6 @@ mod access;
 mod capture;
 mod delivery;
 mod faults;
+mod nats_channel;
 mod security;
 mod spine;

@@ -5,10 +5,10 @@ use herald_integration_tests::{test_settings, Receiver, TestHub, TestMode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-const ISSUER: &str = "https://auth.example.org";
-const AUDIENCE: &str = "https://herald.example.org/fhir";
+pub(crate) const ISSUER: &str = "https://auth.example.org";
+pub(crate) const AUDIENCE: &str = "https://herald.example.org/fhir";
 
-fn fixture(name: &str) -> std::path::PathBuf {
+pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../crates/herald-security/tests/fixtures")
         .join(name)

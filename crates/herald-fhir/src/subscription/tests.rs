@@ -338,3 +338,142 @@ fn websocket_refusals_name_the_element() {
         assert_eq!(err.expression, expression, "{name}: {err}");
     }
 }
+
+fn nats_type_extension() -> Value {
+    json!({"extension": [{"url": EXT_CHANNEL_TYPE, "valueCoding": {"system": nats::CHANNEL_TYPE_SYSTEM, "code": nats::NATS_CODE}}]})
+}
+
+fn nats_topic_based() -> Value {
+    let mut resource = topic_based();
+    let channel = &mut resource["channel"];
+    channel["type"] = json!("message");
+    channel["_type"] = nats_type_extension();
+    channel["endpoint"] = json!("pharmacy.orders");
+    channel.as_object_mut().map(|o| o.remove("header"));
+    resource
+}
+
+#[test]
+fn reads_a_nats_channel_subscription() {
+    let spec = SubscriptionSpec::from_resource(&nats_topic_based()).expect("valid");
+    assert_eq!(spec.channel_type, ChannelType::Nats);
+    assert_eq!(spec.channel_type.as_str(), "nats");
+    assert_eq!(spec.endpoint.as_deref(), Some("pharmacy.orders"));
+    assert!(spec.delivers_bundles());
+
+    // As in the Backport IG's custom-channel example, `rest-hook` may carry the extension.
+    let mut rest_hook_coded = nats_topic_based();
+    rest_hook_coded["channel"]["type"] = json!("rest-hook");
+    let spec = SubscriptionSpec::from_resource(&rest_hook_coded).expect("valid");
+    assert_eq!(spec.channel_type, ChannelType::Nats);
+
+    // A criteria-based subscription may use the channel too, with an explicit content level.
+    let classic = json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "r",
+        "criteria": "MedicationRequest?status=active",
+        "channel": {
+            "type": "message", "_type": nats_type_extension(),
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": EXT_PAYLOAD_CONTENT, "valueCode": "full-resource"}]}
+        }
+    });
+    let spec = SubscriptionSpec::from_resource(&classic).expect("valid");
+    assert_eq!(spec.channel_type, ChannelType::Nats);
+    assert_eq!(spec.endpoint, None);
+    assert_eq!(spec.content, Some(PayloadContent::FullResource));
+}
+
+#[test]
+fn nats_refusals_name_the_element() {
+    type Mutation = fn(&mut Value);
+    let cases: Vec<(&str, Mutation, &str, IssueType)> = vec![
+        (
+            "wildcard subject",
+            |s| s["channel"]["endpoint"] = json!("pharmacy.>"),
+            "Subscription.channel.endpoint",
+            IssueType::Invalid,
+        ),
+        (
+            "system subject",
+            |s| s["channel"]["endpoint"] = json!("$JS.API.STREAM.LIST"),
+            "Subscription.channel.endpoint",
+            IssueType::Invalid,
+        ),
+        (
+            "empty token",
+            |s| s["channel"]["endpoint"] = json!("pharmacy..orders"),
+            "Subscription.channel.endpoint",
+            IssueType::Invalid,
+        ),
+        (
+            "header",
+            |s| s["channel"]["header"] = json!(["X-Test: 1"]),
+            "Subscription.channel.header",
+            IssueType::Invalid,
+        ),
+        (
+            "signing secret",
+            |s| s["channel"]["extension"] = json!([{"url": EXT_SIGNING_SECRET, "valueString": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}]),
+            "Subscription.channel.extension",
+            IssueType::Invalid,
+        ),
+        (
+            "websocket base code",
+            |s| s["channel"]["type"] = json!("websocket"),
+            "Subscription.channel.type",
+            IssueType::Invalid,
+        ),
+        (
+            "two channel type extensions",
+            |s| {
+                let ext = s["channel"]["_type"]["extension"][0].clone();
+                s["channel"]["_type"]["extension"] = json!([ext.clone(), ext]);
+            },
+            "Subscription.channel.type",
+            IssueType::Invalid,
+        ),
+        (
+            "code without Herald's system",
+            |s| s["channel"]["_type"]["extension"][0]["valueCoding"] = json!({"code": "nats"}),
+            "Subscription.channel.type",
+            IssueType::NotSupported,
+        ),
+        (
+            "no valueCoding",
+            |s| {
+                s["channel"]["_type"]["extension"][0] =
+                    json!({"url": EXT_CHANNEL_TYPE, "valueCode": "nats"})
+            },
+            "Subscription.channel.type",
+            IssueType::Invalid,
+        ),
+    ];
+    for (name, mutate, expression, code) in cases {
+        let mut resource = nats_topic_based();
+        mutate(&mut resource);
+        let err = SubscriptionSpec::from_resource(&resource).expect_err(name);
+        assert_eq!(err.expression, expression, "{name}: {err}");
+        assert_eq!(err.code, code, "{name}: {err}");
+    }
+
+    let no_content = json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "r",
+        "criteria": "MedicationRequest?status=active",
+        "channel": {"type": "message", "_type": nats_type_extension()}
+    });
+    let err = SubscriptionSpec::from_resource(&no_content).expect_err("content required");
+    assert_eq!(err.expression, "Subscription.channel.payload", "{err}");
+    assert_eq!(err.code, IssueType::Required);
+}
+
+#[test]
+fn nats_alone_is_not_an_r4_channel_code() {
+    let mut resource = nats_topic_based();
+    resource["channel"]["type"] = json!("nats");
+    resource["channel"]
+        .as_object_mut()
+        .map(|o| o.remove("_type"));
+    let err = SubscriptionSpec::from_resource(&resource).expect_err("R4 code");
+    assert_eq!(err.expression, "Subscription.channel.type");
+    assert_eq!(err.code, IssueType::NotSupported);
+}
