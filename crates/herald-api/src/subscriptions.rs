@@ -22,6 +22,7 @@ use herald_security::auth::{Access, Permission};
 
 /// Validates fully (structure, channel, topic, filters, criteria) before anything is stored.
 async fn validate(state: &SharedState, tenant: &str, body: &Value) -> ApiResult<SubscriptionSpec> {
+    check_dates("Subscription", body)?;
     let spec = SubscriptionSpec::from_resource(body)?;
     limits::check_shape(&state.limits, &spec)?;
     compile_subscription(tenant, &spec, &state.catalog).await?;
@@ -38,6 +39,16 @@ async fn validate(state: &SharedState, tenant: &str, body: &Value) -> ApiResult<
             "Subscription.status: a client may set requested, active or off, not '{}'",
             other.as_str()
         ))),
+    }
+}
+
+/// Every date, dateTime and instant in the body is well-formed.
+pub(crate) fn check_dates(resource_type: &str, body: &Value) -> ApiResult<()> {
+    match herald_fhir::resource::first_invalid_date(body) {
+        Some((path, value)) => Err(ApiError::bad_request(format!(
+            "{resource_type}.{path}: '{value}' is not a valid FHIR date, dateTime or instant"
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -33,6 +33,7 @@ fn validate(body: &Value) -> ApiResult<String> {
             "SubscriptionTopic.resourceType: expected 'SubscriptionTopic'",
         ));
     }
+    crate::subscriptions::check_dates("SubscriptionTopic", body)?;
     let topic = TopicDefinition::from_resource(body).map_err(|e| {
         let code = if e.message().contains("not supported") {
             IssueType::NotSupported

@@ -107,6 +107,11 @@ impl Capture {
                 message: format!("JSON nesting deeper than {MAX_JSON_DEPTH} levels"),
             });
         }
+        if let Some((path, value)) = herald_fhir::resource::first_invalid_date(resource) {
+            return Err(invalid(format!(
+                "{resource_type}.{path}: '{value}' is not a valid FHIR date, dateTime or instant"
+            )));
+        }
         match resource.get("resourceType").and_then(Value::as_str) {
             Some(t) if t == resource_type => {}
             Some(t) => {

@@ -243,3 +243,172 @@ mod tests {
         }
     }
 }
+
+/// Whether `text` is a FHIR `date`, `dateTime` or `instant` value: `YYYY`, `YYYY-MM`,
+/// `YYYY-MM-DD` (a real calendar day), or a full date with `Thh:mm:ss[.fff]` and a time
+/// zone (`Z` or `±hh:mm`), as the R4 `dateTime` regex allows.
+pub fn is_fhir_date_time(text: &str) -> bool {
+    let (date, time) = match text.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let number = |s: &str, len: usize| {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    let Some(year) = parts.first().and_then(|y| number(y, 4)).filter(|y| *y > 0) else {
+        return false;
+    };
+    match parts.len() {
+        1 => time.is_none(),
+        2 => time.is_none() && number(parts[1], 2).is_some_and(|m| (1..=12).contains(&m)),
+        3 => {
+            let (Some(month), Some(day)) = (number(parts[1], 2), number(parts[2], 2)) else {
+                return false;
+            };
+            let Ok(year) = i32::try_from(year) else {
+                return false;
+            };
+            chrono::NaiveDate::from_ymd_opt(year, month, day).is_some()
+                && time.is_none_or(is_fhir_time_with_zone)
+        }
+        _ => false,
+    }
+}
+
+/// `hh:mm:ss[.fff]` followed by `Z` or `±hh:mm` (hours up to 14:00).
+fn is_fhir_time_with_zone(text: &str) -> bool {
+    let (clock, zone) = if let Some(clock) = text.strip_suffix('Z') {
+        (clock, None)
+    } else if text.len() > 6 && matches!(text.as_bytes()[text.len() - 6], b'+' | b'-') {
+        let (clock, zone) = text.split_at(text.len() - 6);
+        (clock, Some(&zone[1..]))
+    } else {
+        return false;
+    };
+    let two = |s: &str, max: u32| {
+        s.len() == 2
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && s.parse::<u32>().is_ok_and(|n| n <= max)
+    };
+    if let Some(zone) = zone {
+        let Some((h, m)) = zone.split_once(':') else {
+            return false;
+        };
+        if !(two(h, 14) && two(m, 59)) || (h == "14" && m != "00") {
+            return false;
+        }
+    }
+    let (clock, fraction) = match clock.split_once('.') {
+        Some((c, f)) => (c, Some(f)),
+        None => (clock, None),
+    };
+    if fraction.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    let fields: Vec<&str> = clock.split(':').collect();
+    fields.len() == 3 && two(fields[0], 23) && two(fields[1], 59) && two(fields[2], 60)
+}
+
+/// Element names whose string values are FHIR dates, dateTimes or instants: every choice
+/// alternative of those types (`effectiveDateTime`, `valueInstant`, `birthDate`, …) and
+/// the common plain names.
+fn is_temporal_element(name: &str) -> bool {
+    name.ends_with("DateTime")
+        || name.ends_with("Instant")
+        || name.ends_with("Date")
+        || matches!(
+            name,
+            "date" | "issued" | "authoredOn" | "recorded" | "lastUpdated" | "start" | "end"
+        )
+}
+
+/// The first element (as a path) whose date, dateTime or instant value is malformed, so a
+/// write carrying `"effectiveDateTime": "2026-02-30"` is refused instead of stored. Only
+/// string values of temporal element names are checked; walking is iterative.
+pub fn first_invalid_date(resource: &Value) -> Option<(String, String)> {
+    let mut stack: Vec<(&Value, String)> = vec![(resource, String::new())];
+    while let Some((value, path)) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                for (name, child) in map {
+                    let child_path = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    if let Value::String(text) = child {
+                        if is_temporal_element(name) && !is_fhir_date_time(text) {
+                            return Some((child_path, text.clone()));
+                        }
+                    } else {
+                        stack.push((child, child_path));
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    stack.push((item, format!("{path}[{i}]")));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn fhir_dates_times_and_instants() {
+        for ok in [
+            "2026",
+            "2026-02",
+            "2026-02-28",
+            "2024-02-29",
+            "2026-11-25T10:00:00Z",
+            "2026-11-25T10:00:00.123+05:30",
+            "2026-11-25T23:59:60-14:00",
+            "0001-01-01",
+        ] {
+            assert!(is_fhir_date_time(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "26-11-25",
+            "0000",
+            "2026-13",
+            "2026-02-30",
+            "2025-02-29",
+            "2026-11-25T10:00:00",
+            "2026-11-25T10:00Z",
+            "2026-11-25T24:00:00Z",
+            "2026-11-25T10:00:00+15:00",
+            "2026-11-25T10:00:00.Z",
+            "2026-11T10:00:00Z",
+            "2026-11-25 10:00:00Z",
+            "２０２６",
+        ] {
+            assert!(!is_fhir_date_time(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_first_malformed_temporal_element_is_named() {
+        let ok = serde_json::json!({"resourceType": "Observation", "effectiveDateTime": "2026-11-25",
+            "component": [{"valuePeriod": {"start": "2026-01-01", "end": "2026-02"}}],
+            "valueInteger": 3, "start": 5});
+        assert_eq!(first_invalid_date(&ok), None);
+        let bad = serde_json::json!({"resourceType": "Observation",
+            "component": [{"valuePeriod": {"start": "2026-01-01"}}, {"valuePeriod": {"end": "2026-02-30"}}]});
+        assert_eq!(
+            first_invalid_date(&bad),
+            Some(("component[1].valuePeriod.end".into(), "2026-02-30".into()))
+        );
+    }
+}

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, RawQuery, State};
@@ -135,16 +134,40 @@ async fn type_level_post(
     State(hub): State<Arc<WebSocketHub>>,
     tenant: Option<Extension<BindingTenant>>,
     agent: Option<Extension<BindingAgent>>,
-    body: Bytes,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Response, HttpError> {
     let tenant = request_tenant(&hub, tenant)?;
-    if body.len() > MAX_PARAMETERS_BYTES {
-        return Err(HttpError::new(
+    if let Some(content_type) = headers.get(axum::http::header::CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or("").to_ascii_lowercase();
+        let base = text.split(';').next().unwrap_or("").trim().to_owned();
+        if base != "application/fhir+json" && base != "application/json" {
+            return Err(HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                IssueType::NotSupported,
+                format!("content type '{base}' is not supported; send application/fhir+json"),
+            ));
+        }
+    }
+    let too_large = || {
+        HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             IssueType::TooLong,
             format!("the Parameters body is larger than {MAX_PARAMETERS_BYTES} bytes"),
-        ));
+        )
+    };
+    // Refused from the declared length before anything is read; otherwise read at most
+    // the limit.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_PARAMETERS_BYTES) {
+        return Err(too_large());
     }
+    let body = axum::body::to_bytes(body, MAX_PARAMETERS_BYTES)
+        .await
+        .map_err(|_| too_large())?;
     let ids = if body.iter().all(u8::is_ascii_whitespace) {
         Vec::new()
     } else {

@@ -9,9 +9,20 @@ use serde_json::{json, Value};
 
 /// Sends only the head of a POST announcing `length` bytes; returns what the server says.
 async fn oversized_post(addr: std::net::SocketAddr, path: &str, length: usize) -> String {
+    oversized_request(addr, "POST", path, length).await
+}
+
+/// Sends only the head of a request announcing a `length`-byte body; returns what the
+/// server says. (A client still writing megabytes races an early 413 and may see a reset.)
+pub(crate) async fn oversized_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    length: usize,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let head = format!("POST {path} HTTP/1.1\r\nHost: herald\r\nContent-Type: application/fhir+json\r\nContent-Length: {length}\r\n\r\n");
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: herald\r\nContent-Type: application/fhir+json\r\nContent-Length: {length}\r\n\r\n");
     stream.write_all(head.as_bytes()).await.expect("write head");
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
