@@ -111,6 +111,17 @@ impl From<CompileError> for ApiError {
                     .at("Subscription.criteria"),
                 }
             }
+            CompileError::CelFilter(c) => Self {
+                status: StatusCode::BAD_REQUEST,
+                outcome: OperationOutcome::error(
+                    IssueType::Invalid,
+                    format!(
+                        "Subscription.criteria.extension: subscription-cel-filter: {}",
+                        c.message()
+                    ),
+                )
+                .at("Subscription.criteria.extension"),
+            },
             CompileError::Store(s) => s.into(),
         }
     }

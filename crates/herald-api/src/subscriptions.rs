@@ -26,6 +26,7 @@ async fn validate(state: &SharedState, tenant: &str, body: &Value) -> ApiResult<
     let spec = SubscriptionSpec::from_resource(body)?;
     limits::check_shape(&state.limits, &spec)?;
     compile_subscription(tenant, &spec, &state.catalog).await?;
+    herald_matcher::compile_cel_filter(&spec)?;
     if let Some(end) = spec.end {
         if end <= chrono::Utc::now() {
             return Err(ApiError::bad_request("Subscription.end: is in the past"));

@@ -14,6 +14,11 @@ use serde_json::Value;
 use crate::outcome::{IssueType, OperationOutcome};
 use crate::BACKPORT_SD;
 
+/// Herald's extra filter on a Subscription: a CEL expression over `current`, `previous`
+/// and `event`, carried in `Subscription._criteria.extension` beside the Backport filter
+/// criteria and ANDed with them.
+pub const EXT_CEL_FILTER: &str =
+    "https://herald.health/fhir/StructureDefinition/subscription-cel-filter";
 pub const EXT_FILTER_CRITERIA: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria";
 pub const EXT_PAYLOAD_CONTENT: &str =
@@ -174,6 +179,8 @@ pub struct SubscriptionSpec {
     pub end: Option<DateTime<Utc>>,
     /// Standard Webhooks signing secrets (`whsec_...`), newest first.
     pub signing_secrets: Vec<String>,
+    /// [`EXT_CEL_FILTER`]: an extra CEL filter, ANDed with the criteria and filters.
+    pub cel_filter: Option<String>,
 }
 
 /// Why a Subscription was refused; rendered as an `OperationOutcome`.
@@ -307,7 +314,7 @@ impl SubscriptionSpec {
             Some(_) => return Err(invalid("Subscription.end", "must be a FHIR instant string")),
         };
 
-        let kind = Self::read_kind(resource)?;
+        let (kind, cel_filter) = Self::read_kind(resource)?;
         let channel = resource.get("channel").ok_or_else(|| {
             SubscriptionSpecError::new(IssueType::Required, "Subscription.channel", "is required")
         })?;
@@ -452,12 +459,13 @@ impl SubscriptionSpec {
             max_count,
             end,
             signing_secrets,
+            cel_filter,
         };
         spec.check_channel()?;
         Ok(spec)
     }
 
-    fn read_kind(resource: &Value) -> SpecResult<SubscriptionKind> {
+    fn read_kind(resource: &Value) -> SpecResult<(SubscriptionKind, Option<String>)> {
         let criteria = match resource.get("criteria") {
             Some(Value::String(c)) if !c.trim().is_empty() => c.trim().to_owned(),
             Some(Value::String(_)) | None => {
@@ -472,11 +480,32 @@ impl SubscriptionSpec {
         let criteria_meta = resource.get("_criteria");
         reject_modifier_extensions(criteria_meta, "Subscription.criteria")?;
         let mut filters = Vec::new();
+        let mut cel_filter = None;
         for (url, ext) in extensions(criteria_meta, "Subscription.criteria.extension")? {
+            if url == EXT_CEL_FILTER {
+                match ext.get("valueString").and_then(Value::as_str) {
+                    Some(f) if !f.trim().is_empty() && cel_filter.is_none() => {
+                        cel_filter = Some(f.trim().to_owned());
+                    }
+                    Some(f) if !f.trim().is_empty() => {
+                        return Err(invalid(
+                            "Subscription.criteria.extension",
+                            format!("only one {EXT_CEL_FILTER} extension is allowed"),
+                        ))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "Subscription.criteria.extension",
+                            "subscription-cel-filter needs a non-empty valueString",
+                        ))
+                    }
+                }
+                continue;
+            }
             if url != EXT_FILTER_CRITERIA {
                 return Err(unsupported(
                     "Subscription.criteria.extension",
-                    format!("extension '{url}' is not supported (expected {EXT_FILTER_CRITERIA})"),
+                    format!("extension '{url}' is not supported (expected {EXT_FILTER_CRITERIA} or {EXT_CEL_FILTER})"),
                 ));
             }
             match ext.get("valueString").and_then(Value::as_str) {
@@ -512,12 +541,15 @@ impl SubscriptionSpec {
                     "absolute search URLs are not supported; give a relative search URL like 'Observation?code=...' or a topic canonical",
                 ));
             }
-            return Ok(SubscriptionKind::Topic {
-                topic_url: criteria,
-                filters,
-            });
+            return Ok((
+                SubscriptionKind::Topic {
+                    topic_url: criteria,
+                    filters,
+                },
+                cel_filter,
+            ));
         }
-        Ok(SubscriptionKind::Criteria { criteria })
+        Ok((SubscriptionKind::Criteria { criteria }, cel_filter))
     }
 
     fn read_channel_type(channel: &Value) -> SpecResult<ChannelType> {

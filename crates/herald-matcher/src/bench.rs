@@ -194,6 +194,7 @@ pub fn benchmark_subscriptions(count: usize, seed: u64) -> Vec<ActiveSubscriptio
             key: SubscriptionKey::new(TENANT, subscription_id(&mut rng)),
             criteria,
             end: None,
+            cel: None,
         });
     }
     out

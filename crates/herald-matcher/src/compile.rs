@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use herald_criteria::{
-    CriteriaError, Interaction, SearchQuery, SubscriptionFilters, TopicDefinition,
+    CelFilter, CriteriaError, Interaction, SearchQuery, SubscriptionFilters, TopicDefinition,
 };
 use herald_fhir::{Action, ChangeEvent, SubscriptionKind, SubscriptionSpec};
 use herald_store::{StoreError, SubscriptionKey};
@@ -18,6 +18,9 @@ pub enum CompileError {
     UnknownTopic(String),
     #[error("{0}")]
     Criteria(#[from] CriteriaError),
+    /// The subscription's own CEL filter does not compile (or is too big or deep).
+    #[error("subscription-cel-filter: {0}")]
+    CelFilter(CriteriaError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,6 +84,9 @@ pub struct ActiveSubscription {
     pub criteria: CompiledCriteria,
     /// `Subscription.end`: no event is counted for it after this instant.
     pub end: Option<chrono::DateTime<chrono::Utc>>,
+    /// The subscription's own CEL filter ([`herald_fhir::subscription::EXT_CEL_FILTER`]),
+    /// ANDed after everything else matched.
+    pub cel: Option<Arc<CelFilter>>,
 }
 
 impl ActiveSubscription {
@@ -88,6 +94,33 @@ impl ActiveSubscription {
     pub fn in_force(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
         self.end.is_none_or(|end| now < end)
     }
+
+    /// The subscription's CEL filter on an event its criteria matched: `current` and
+    /// `previous` versions and the `event` (`interaction`, `resourceType`, `id`) bound, as
+    /// for a topic's CEL trigger.
+    pub fn cel_passes(&self, event: &ChangeEvent, previous: Option<&Value>) -> bool {
+        let Some(cel) = &self.cel else {
+            return true;
+        };
+        let bound = serde_json::json!({
+            "interaction": event.action.as_str(),
+            "resourceType": event.resource_type,
+            "id": event.resource_id,
+        });
+        cel.matches(event.resource.as_ref(), previous, &bound)
+    }
+}
+
+/// Compiles a subscription's own CEL filter, if it has one.
+pub fn compile_cel_filter(spec: &SubscriptionSpec) -> Result<Option<Arc<CelFilter>>, CompileError> {
+    spec.cel_filter
+        .as_deref()
+        .map(|source| {
+            CelFilter::compile(source)
+                .map(Arc::new)
+                .map_err(CompileError::CelFilter)
+        })
+        .transpose()
 }
 
 /// Compiles a subscription for `tenant`, resolving its topic. Used both to validate a

@@ -37,7 +37,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::TopicCatalog;
-use crate::compile::{compile_subscription, ActiveSubscription, CompiledCriteria};
+use crate::compile::{
+    compile_cel_filter, compile_subscription, ActiveSubscription, CompiledCriteria,
+};
 
 /// Where a subscription goes in the partition of one resource type.
 enum Placement {
@@ -446,7 +448,8 @@ pub fn evaluate_candidates<'a>(
                 return false;
             }
             let CompiledCriteria::Topic { topic, filters } = &subscription.criteria else {
-                return subscription.criteria.matches(event, previous);
+                return subscription.criteria.matches(event, previous)
+                    && subscription.cel_passes(event, previous);
             };
             // As in `CompiledCriteria::matches`: filters on the focus (a delete of a
             // resource never seen passes only without filters), and the trigger.
@@ -459,7 +462,7 @@ pub fn evaluate_candidates<'a>(
             }
             let topic_id = Arc::as_ptr(topic);
             if let Some((_, result)) = fired.iter().find(|(t, _)| *t == topic_id) {
-                return *result;
+                return *result && subscription.cel_passes(event, previous);
             }
             let result = topic.triggers(
                 interaction,
@@ -468,7 +471,7 @@ pub fn evaluate_candidates<'a>(
                 previous,
             );
             fired.push((topic_id, result));
-            result
+            result && subscription.cel_passes(event, previous)
         })
         .collect()
 }
@@ -521,11 +524,16 @@ impl IndexMaintainer {
             }
             return None;
         }
-        match compile_subscription(&record.key.tenant, &spec, &self.catalog).await {
-            Ok(criteria) => Some(ActiveSubscription {
+        let compiled = match compile_subscription(&record.key.tenant, &spec, &self.catalog).await {
+            Ok(criteria) => compile_cel_filter(&spec).map(|cel| (criteria, cel)),
+            Err(e) => Err(e),
+        };
+        match compiled {
+            Ok((criteria, cel)) => Some(ActiveSubscription {
                 key: record.key.clone(),
                 criteria,
                 end: spec.end,
+                cel,
             }),
             Err(e) => {
                 tracing::error!(tenant = %record.key.tenant, id = %record.key.id, error = %e, "stored subscription no longer compiles");

@@ -298,7 +298,7 @@ proptest! {
         for (i, plan) in plans.iter().enumerate() {
             if let Some(criteria) = compile(plan, &topics) {
                 let key = SubscriptionKey::new("t1", format!("s{i}"));
-                index.insert(ActiveSubscription { key: key.clone(), criteria, end: None });
+                index.insert(ActiveSubscription { key: key.clone(), criteria, end: None, cel: None });
                 keys.push(key);
             }
         }

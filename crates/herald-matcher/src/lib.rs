@@ -16,6 +16,8 @@ mod index;
 mod run;
 
 pub use catalog::{builtin_topics, TopicCatalog};
-pub use compile::{compile_subscription, ActiveSubscription, CompileError, CompiledCriteria};
+pub use compile::{
+    compile_cel_filter, compile_subscription, ActiveSubscription, CompileError, CompiledCriteria,
+};
 pub use index::{evaluate_candidates, IndexMaintainer, IndexStats, SharedIndex, SubscriptionIndex};
 pub use run::Matcher;

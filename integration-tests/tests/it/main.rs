@@ -5,6 +5,7 @@ mod bad_input;
 mod capture;
 mod delivery;
 mod faults;
+mod filters;
 mod nats_channel;
 mod security;
 mod spine;

@@ -1,0 +1,137 @@
+//! A Subscription's own CEL filter (`subscription-cel-filter` in `_criteria.extension`),
+//! ANDed with its topic filters or search criteria, with `current`, `previous` and `event`.
+
+use herald_integration_tests::fhir::{
+    criteria_subscription, lab_observation, topic_subscription, LAB_TOPIC,
+};
+use herald_integration_tests::{Receiver, TestHub, TestMode};
+use serde_json::{json, Value};
+
+const CEL_FILTER: &str = "https://herald.health/fhir/StructureDefinition/subscription-cel-filter";
+
+fn with_cel(mut subscription: Value, source: &str) -> Value {
+    let extensions = subscription
+        .pointer_mut("/_criteria/extension")
+        .and_then(Value::as_array_mut)
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut extensions = extensions;
+    extensions.push(json!({"url": CEL_FILTER, "valueString": source}));
+    subscription["_criteria"] = json!({"extension": extensions});
+    subscription
+}
+
+fn is_event(r: &herald_integration_tests::Received) -> bool {
+    r.notification_type().as_deref() == Some("event-notification")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_cel_filter_narrows_what_it_receives() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    // Topic-based: patient filter AND high values only.
+    let high = with_cel(
+        topic_subscription(
+            LAB_TOPIC,
+            &["Observation?patient=Patient/1"],
+            &receiver.url("/high"),
+            "full-resource",
+        ),
+        "current.valueQuantity.value > 100.0",
+    );
+    let (status, created) = hub.post("/Subscription", &high).await;
+    assert_eq!(status, 201, "{created}");
+    hub.wait_for_status(created["id"].as_str().expect("id"), "active")
+        .await;
+    // Criteria-based: only status changes of an existing Observation.
+    let changed = with_cel(
+        criteria_subscription(
+            "Observation?subject=Patient/1",
+            &receiver.url("/changed"),
+            Some("application/fhir+json"),
+            Some("id-only"),
+        ),
+        "event.interaction == 'update' && previous.status != current.status",
+    );
+    let (status, created) = hub.post("/Subscription", &changed).await;
+    assert_eq!(status, 201, "{created}");
+    hub.wait_for_status(created["id"].as_str().expect("id"), "active")
+        .await;
+
+    let observation = |value: f64, status: &str| {
+        let mut o = lab_observation("1", status);
+        o["id"] = json!("o1");
+        o["valueQuantity"]["value"] = json!(value);
+        o
+    };
+    for (value, status) in [
+        (95.0, "preliminary"),
+        (150.0, "preliminary"),
+        (150.0, "final"),
+        (80.0, "final"),
+    ] {
+        let (code, body) = hub
+            .put("/Observation/o1", &observation(value, status))
+            .await;
+        assert!(code.is_success(), "{body}");
+    }
+    let mut other = lab_observation("2", "final");
+    other["valueQuantity"]["value"] = json!(500);
+    let (code, _) = hub.post("/Observation", &other).await;
+    assert_eq!(code, 201);
+
+    let high = receiver.wait_for("/high", 1, is_event).await;
+    let changed = receiver.wait_for("/changed", 1, is_event).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let values: Vec<Value> = receiver
+        .at("/high")
+        .iter()
+        .filter(|r| is_event(r))
+        .map(|r| r.json()["entry"][1]["resource"]["valueQuantity"]["value"].clone())
+        .collect();
+    // The lab topic fires on final results; the CEL filter keeps those over 100; the
+    // patient filter keeps Patient/1's.
+    assert_eq!(
+        values,
+        vec![json!(150.0)],
+        "only Patient/1's final values over 100"
+    );
+    assert_eq!(high.len(), 1);
+    assert_eq!(
+        receiver
+            .at("/changed")
+            .iter()
+            .filter(|r| is_event(r))
+            .count(),
+        1,
+        "only the preliminary→final update: {changed:?}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_cel_filter_is_refused_and_not_stored() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let base = || topic_subscription(LAB_TOPIC, &[], &receiver.url("/x"), "id-only");
+    let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
+    let big = format!("current.id == '{}'", "x".repeat(5000));
+    for source in [
+        "current.status ==",
+        "current.status = 'final'",
+        deep.as_str(),
+        big.as_str(),
+        "",
+    ] {
+        let (status, outcome) = hub.post("/Subscription", &with_cel(base(), source)).await;
+        assert_eq!(status, 400, "{source:.40}: {outcome}");
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+    }
+    let mut twice = with_cel(base(), "true");
+    twice = with_cel(twice, "false");
+    let (status, outcome) = hub.post("/Subscription", &twice).await;
+    assert_eq!(status, 400, "{outcome}");
+    let (_, all) = hub.get("/Subscription").await;
+    assert_eq!(all["total"], 0, "{all}");
+    hub.stop().await;
+}
