@@ -12,6 +12,7 @@ mod cel;
 mod date;
 mod error;
 mod filter;
+mod filter_param;
 mod keys;
 mod registry;
 mod search;

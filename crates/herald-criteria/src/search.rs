@@ -6,7 +6,8 @@
 //! names and values are percent-decoded (`+` is *not* turned into a space, so raw
 //! time-zone offsets like `+01:00` survive); a name may carry one `:modifier`;
 //! comma-separated values are ORed (`\,` escapes a comma, `\|` a pipe, `\\` a
-//! backslash); repeated parameters are ANDed. Everything that is not implemented is a
+//! backslash); repeated parameters are ANDed. `_filter` expressions are compiled by
+//! [`crate::filter_param`] into one clause. Everything that is not implemented is a
 //! compile error naming the offending part.
 
 use percent_encoding::percent_decode_str;
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use crate::date::{DateRange, Prefix};
 use crate::error::{err, CriteriaError};
+use crate::filter_param::{FilterExpr, FILTER_PARAM};
 use crate::keys::{reference_key, token_key, EqualityKey};
 use crate::registry::{self, ParamDef, ParamType};
 use crate::values::{
@@ -38,9 +40,7 @@ const RESULT_PARAMS: &[&str] = &[
 ];
 
 /// Search features recognised but not implemented yet.
-const UNSUPPORTED_PARAMS: &[&str] = &[
-    "_filter", "_has", "_query", "_text", "_content", "_list", "_type",
-];
+const UNSUPPORTED_PARAMS: &[&str] = &["_has", "_query", "_text", "_content", "_list", "_type"];
 
 /// A compiled search: a resource type and ANDed clauses.
 #[derive(Debug, Clone)]
@@ -64,10 +64,14 @@ pub(crate) struct Clause {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StringMode {
+pub(crate) enum StringMode {
     StartsWith,
     Exact,
     Contains,
+    /// `_filter` `eq`: case- and accent-insensitive equality (no URL modifier has it).
+    Equal,
+    /// `_filter` `ew`: case- and accent-insensitive ends-with.
+    EndsWith,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +95,8 @@ enum Test {
         any_of: Vec<String>,
         mode: UriMode,
     },
+    /// A `_filter` expression (see [`crate::filter_param`]).
+    Filter(Box<FilterExpr>),
 }
 
 impl Test {
@@ -105,6 +111,7 @@ impl Test {
             Test::String { any_of, .. } => any_of.shrink_to_fit(),
             Test::Date(values) => values.shrink_to_fit(),
             Test::Uri { any_of, .. } => any_of.shrink_to_fit(),
+            Test::Filter(_) => {}
         }
     }
 }
@@ -214,7 +221,19 @@ impl Clause {
         EqualityKey::new(self.def, values)
     }
 
-    fn matches(&self, resource: &Value) -> bool {
+    /// For `_filter`: turns a plain string clause (`name=value`, values normalized)
+    /// into another comparison. Returns false, changing nothing, for any other clause.
+    pub(crate) fn set_string_mode(&mut self, new_mode: StringMode) -> bool {
+        match &mut self.test {
+            Test::String { mode, .. } if *mode == StringMode::StartsWith => {
+                *mode = new_mode;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn matches(&self, resource: &Value) -> bool {
         // The common equality tests walk the elements without gathering them.
         match &self.test {
             Test::Token { any_of, negate } => {
@@ -262,6 +281,8 @@ impl Clause {
                 let s = normalize(s);
                 any_of.iter().any(|v| match mode {
                     StringMode::Contains => s.contains(v.as_str()),
+                    StringMode::Equal => s == *v,
+                    StringMode::EndsWith => s.ends_with(v.as_str()),
                     _ => s.starts_with(v.as_str()),
                 })
             }),
@@ -278,6 +299,7 @@ impl Clause {
             Test::Uri { any_of, mode } => nodes
                 .iter()
                 .any(|n| any_of.iter().any(|v| uri_matches(n, v, *mode))),
+            Test::Filter(expr) => expr.matches(resource),
         }
     }
 }
@@ -290,7 +312,7 @@ fn decode(s: &str) -> Result<String, CriteriaError> {
 }
 
 /// Compiles one `name[:modifier]=value` segment.
-fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
+pub(crate) fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
     let Some((raw_name, raw_value)) = segment.split_once('=') else {
         return err(format!("parameter '{}' has no value", decode(segment)?));
     };
@@ -310,6 +332,18 @@ fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaErr
     }
     if UNSUPPORTED_PARAMS.contains(&name) {
         return err(format!("'{name}' is not supported yet"));
+    }
+    if name == FILTER_PARAM.name {
+        if let Some(m) = modifier {
+            return err(format!("modifier ':{m}' on '_filter' is not supported"));
+        }
+        return Ok(Clause {
+            name: name.to_owned(),
+            modifier: None,
+            prefixes: Vec::new(),
+            def: &FILTER_PARAM,
+            test: Test::Filter(Box::new(FilterExpr::compile(resource_type, &value)?)),
+        });
     }
     if name.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
         return err(format!(

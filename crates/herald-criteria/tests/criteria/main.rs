@@ -3,6 +3,7 @@
 
 mod cel;
 mod fhirpath;
+mod filter_param;
 mod fixtures;
 mod fuzz;
 mod search;
