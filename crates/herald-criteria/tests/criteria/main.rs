@@ -6,6 +6,7 @@ mod fhirpath;
 mod filter_param;
 mod fixtures;
 mod fuzz;
+mod fuzz_corpus;
 mod search;
 mod topic;
 
