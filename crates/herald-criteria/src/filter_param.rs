@@ -17,8 +17,8 @@
 //!
 //! The spec's grammar (`logExp = filter ("and" / "or") filter`) gives no precedence;
 //! we bind `and` tighter than `or`, as most query languages do, so `a or b and c` is
-//! `a or (b and c)`. Writers who mean otherwise must use parentheses. (HAPI's parser
-//! groups such chains from the right instead; parentheses make both agree.)
+//! `a or (b and c)`. Other servers may group mixed chains differently, so writers
+//! should parenthesise them; parentheses make every reading agree.
 //!
 //! What each operator compiles to, by parameter type:
 //!
