@@ -16,6 +16,7 @@ mod cel;
 mod date;
 mod error;
 mod filter;
+mod filter_param;
 mod keys;
 mod number;
 mod plan;

@@ -6,7 +6,8 @@
 //! names and values are percent-decoded (`+` is *not* turned into a space, so raw
 //! time-zone offsets like `+01:00` survive); a name may carry one `:modifier`;
 //! comma-separated values are ORed (`\,` escapes a comma, `\|` a pipe, `\\` a
-//! backslash); repeated parameters are ANDed. Everything that is not implemented is a
+//! backslash); repeated parameters are ANDed. `_filter` expressions are compiled by
+//! [`crate::filter_param`] into one clause. Everything that is not implemented is a
 //! compile error naming the offending part.
 
 use percent_encoding::percent_decode_str;
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use crate::date::{DateRange, Prefix};
 use crate::error::{err, CriteriaError};
+use crate::filter_param::{FilterExpr, FILTER_PARAM};
 use crate::keys::{reference_key, token_key, EqualityKey};
 use crate::number::{
     element_number, number_test, parse_search_number, quantity_value, QuantityQuery, QuantityUnit,
@@ -43,9 +45,7 @@ const RESULT_PARAMS: &[&str] = &[
 ];
 
 /// Search features recognised but not implemented yet.
-const UNSUPPORTED_PARAMS: &[&str] = &[
-    "_filter", "_has", "_query", "_text", "_content", "_list", "_type",
-];
+const UNSUPPORTED_PARAMS: &[&str] = &["_has", "_query", "_text", "_content", "_list", "_type"];
 
 /// A compiled search: a resource type and ANDed clauses.
 #[derive(Debug, Clone)]
@@ -69,10 +69,14 @@ pub(crate) struct Clause {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StringMode {
+pub(crate) enum StringMode {
     StartsWith,
     Exact,
     Contains,
+    /// `_filter` `eq`: case- and accent-insensitive equality (no URL modifier has it).
+    Equal,
+    /// `_filter` `ew`: case- and accent-insensitive ends-with.
+    EndsWith,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +107,8 @@ enum Test {
     /// ORed values, each one test per component (in the definition's order), all
     /// holding on the same element.
     Composite(Vec<Vec<Test>>),
+    /// A `_filter` expression (see [`crate::filter_param`]).
+    Filter(Box<FilterExpr>),
 }
 
 impl Test {
@@ -124,6 +130,7 @@ impl Test {
                 values.iter_mut().flatten().for_each(Test::shrink_to_fit);
                 values.shrink_to_fit();
             }
+            Test::Filter(_) => {}
         }
     }
 
@@ -163,6 +170,8 @@ impl Test {
                     let s = normalize(s);
                     any_of.iter().any(|v| match mode {
                         StringMode::Contains => s.contains(v.as_str()),
+                        StringMode::Equal => s == *v,
+                        StringMode::EndsWith => s.ends_with(v.as_str()),
                         _ => s.starts_with(v.as_str()),
                     })
                 })
@@ -227,6 +236,7 @@ impl Test {
                     })
                 }))
             }
+            Test::Filter(expr) => Some(expr.matches(root)),
         }
     }
 }
@@ -336,6 +346,18 @@ impl Clause {
         EqualityKey::new(self.def, values)
     }
 
+    /// For `_filter`: turns a plain string clause (`name=value`, values normalized)
+    /// into another comparison. Returns false, changing nothing, for any other clause.
+    pub(crate) fn set_string_mode(&mut self, new_mode: StringMode) -> bool {
+        match &mut self.test {
+            Test::String { mode, .. } if *mode == StringMode::StartsWith => {
+                *mode = new_mode;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the resource passes this clause. Never panics.
     pub(crate) fn matches(&self, resource: &Value) -> bool {
         self.test.eval(self.def, &self.def.plan, resource) == Some(true)
@@ -370,6 +392,18 @@ pub(crate) fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, 
     }
     if UNSUPPORTED_PARAMS.contains(&name) {
         return err(format!("'{name}' is not supported yet"));
+    }
+    if name == &*FILTER_PARAM.name {
+        if let Some(m) = modifier {
+            return err(format!("modifier ':{m}' on '_filter' is not supported"));
+        }
+        return Ok(Clause {
+            name: name.to_owned(),
+            modifier: None,
+            prefixes: Vec::new(),
+            def: &FILTER_PARAM,
+            test: Test::Filter(Box::new(FilterExpr::compile(resource_type, &value)?)),
+        });
     }
     if name.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
         return err(format!(

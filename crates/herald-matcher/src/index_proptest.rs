@@ -71,6 +71,20 @@ fn clause() -> impl Strategy<Value = String> {
         prop::sample::select(CATEGORIES).prop_map(|c| format!("category={CATEGORY_SYSTEM}|{c}")),
         prop::sample::select(&["r1", "r2"][..]).prop_map(|id| format!("_id={id}")),
         Just("subject:missing=true".to_owned()),
+        // `_filter` gives no equality key: found through the type's residual list.
+        (
+            prop::sample::select(OBSERVATION_STATUSES),
+            prop::sample::select(CODES)
+        )
+            .prop_map(|(s, c)| format!("_filter=status eq {s} or code eq {c}")),
+        (
+            prop::sample::select(PATIENTS),
+            prop::sample::select(ORDER_STATUSES)
+        )
+            .prop_map(|(p, s)| format!("_filter=subject re Patient/{p} and not(status eq {s})")),
+        (prop::sample::select(SYSTEMS), prop::sample::select(CODES)).prop_map(|(sys, c)| {
+            format!("_filter=code eq {sys}|{c} or (status ne final and subject pr true)")
+        }),
     ]
 }
 

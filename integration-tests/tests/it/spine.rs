@@ -337,7 +337,7 @@ async fn bad_subscriptions_are_refused_and_not_stored(mode: TestMode) {
             "below",
         ),
         (
-            criteria_subscription("Observation?_filter=code eq 1", endpoint, None, None),
+            criteria_subscription("Observation?_filter=code co 1", endpoint, None, None),
             "_filter",
         ),
         (

@@ -3,8 +3,10 @@
 
 mod cel;
 mod fhirpath;
+mod filter_param;
 mod fixtures;
 mod fuzz;
+mod fuzz_corpus;
 mod search;
 mod topic;
 

@@ -421,10 +421,6 @@ fn compile_errors_name_the_offending_part() {
             "chained parameters are not supported: 'subject.name'",
         ),
         (
-            "Observation?_filter=code eq x",
-            "'_filter' is not supported yet",
-        ),
-        (
             "Patient?_has:Observation:patient:code=1234",
             "'_has' is not supported yet",
         ),

@@ -253,7 +253,8 @@ fn filters_rejected_by_encounter_topic() {
         ("patient", "parameter 'patient' has no value"),
         ("", "empty subscription filter"),
         ("Encounter?", "has no parameters"),
-        ("_filter=x", "'_filter' is not supported yet"),
+        ("_filter=x", "_filter: expected an operator after 'x', found the end"),
+        ("_filter=status eq finished", "filter parameter '_filter' is not allowed by topic"),
     ];
     let mut failures = Vec::new();
     for (filter, expected) in cases {
