@@ -274,6 +274,10 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    // The answer is decided before the request becomes visible: a test that changes the
+    // answer once it sees a request must not change the answer to that request.
+    let answer =
+        StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
     let received = Received {
         method,
         path: uri.path().to_owned(),
@@ -285,7 +289,7 @@ async fn record(
         list.push(received);
     }
     state.arrived.notify_waiters();
-    StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK)
+    answer
 }
 
 impl Receiver {

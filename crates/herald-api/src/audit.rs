@@ -210,8 +210,25 @@ pub async fn revoke_access(
     FhirJson(body): FhirJson,
 ) -> ApiResult<StatusCode> {
     let result = revoke(&state, &caller, &body).await;
-    let entity = result.as_ref().ok().cloned();
-    outcome(&state, &caller, AuditKind::AccessRevoked, entity, &result).await;
+    if result.is_err() {
+        outcome(&state, &caller, AuditKind::AccessRevoked, None, &result).await;
+    }
+    if let Ok(what) = &result {
+        // What was revoked is not a FHIR resource: it goes into the detail.
+        let entry = AuditEntry::new(
+            &caller.tenant,
+            AuditKind::AccessRevoked,
+            AuditOutcome::Success,
+        )
+        .agent(
+            caller.client_id(),
+            caller.principal.as_ref().map(|p| p.subject.as_str()),
+        )
+        .detail(format!("revoked {what}"));
+        if let Err(e) = state.audit.record_now(entry).await {
+            tracing::error!(error = %e, "could not record an access revocation");
+        }
+    }
     result.map(|_| StatusCode::NO_CONTENT)
 }
 

@@ -106,6 +106,31 @@ impl FromRequestParts<SharedState> for Caller {
             .tenant
             .clone()
             .unwrap_or_else(|| state.tenant.clone());
+        // A revoked client or token is refused at the API too, not only at delivery.
+        match state
+            .access_guard
+            .is_revoked(&tenant, &principal.client_id, principal.token_id.as_deref())
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(AuthRejection {
+                    error: ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        IssueType::Login,
+                        "this token, or its client, has been revoked",
+                    ),
+                    challenge: "Bearer error=\"invalid_token\", error_description=\"revoked\""
+                        .to_owned(),
+                })
+            }
+            Err(e) => {
+                return Err(AuthRejection {
+                    error: ApiError::internal("checking access revocations failed", &e),
+                    challenge: "Bearer".to_owned(),
+                })
+            }
+        }
         Ok(Caller {
             tenant,
             principal: Some(principal),
@@ -222,15 +247,23 @@ pub async fn bind_tenant(
         Ok(c) => c,
         Err(rejection) => return rejection.into_response(),
     };
-    if let Err(e) = caller.require("Subscription", Permission::Read) {
-        return e.into_response();
-    }
+    let access = match caller.require("Subscription", Permission::Read) {
+        Ok(access) => access,
+        Err(e) => return e.into_response(),
+    };
     let agent = herald_websocket::BindingAgent {
         client: caller.client_id().to_owned(),
         subject: caller.principal.as_ref().map(|p| p.subject.clone()),
     };
     let mut request = axum::extract::Request::from_parts(parts, body);
     request.extensions_mut().insert(agent);
+    // Tokens are issued only for subscriptions this caller may see.
+    let visibility_caller = caller.clone();
+    request
+        .extensions_mut()
+        .insert(herald_websocket::BindingFilter(Arc::new(move |record| {
+            crate::subscriptions::visible(&access, &visibility_caller, record)
+        })));
     request
         .extensions_mut()
         .insert(herald_websocket::BindingTenant(caller.tenant));

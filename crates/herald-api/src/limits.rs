@@ -61,6 +61,8 @@ pub(crate) fn check_shape(limits: &Limits, spec: &SubscriptionSpec) -> ApiResult
             (filters.iter().map(String::as_str).collect(), filters.len())
         }
     };
+    let mut expressions = expressions;
+    expressions.extend(spec.cel_filter.as_deref());
     if let Some(long) = expressions
         .iter()
         .find(|e| e.len() > limits.max_expression_bytes)

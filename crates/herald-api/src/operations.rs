@@ -1,6 +1,7 @@
 //! `$status` (type and instance level) and `$events`.
 
 use axum::extract::{Path, Query, State};
+use herald_delivery::access::permits;
 use herald_fhir::bundle::{
     notification_bundle, status_searchset, NotificationEvent, NotificationType, StatusContext,
 };
@@ -157,6 +158,13 @@ pub async fn events(
         )));
     }
     let record = load_visible(&state, &access, &caller, &id).await?;
+    if let Some(reason) = state.access_guard.revocation(&record).await? {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            herald_fhir::IssueType::Forbidden,
+            format!("Subscription/{id}: {reason}"),
+        ));
+    }
     let since = number(&params, "eventsSinceNumber")?.unwrap_or(1).max(1);
     let until = number(&params, "eventsUntilNumber")?.unwrap_or(record.events_since_start);
     if until < since {
@@ -189,7 +197,17 @@ pub async fn events(
         .store
         .notifications(&caller.tenant, &id, since, until, MAX_EVENTS_PER_CALL)
         .await?;
-    let events: Vec<NotificationEvent> = stored.iter().map(to_event).collect();
+    // As at every send: nothing the subscription's owner, or this caller, may no longer
+    // read; a withheld event leaves a gap in the numbers.
+    let caller_grant = caller.owner();
+    let events: Vec<NotificationEvent> = stored
+        .iter()
+        .filter(|n| {
+            permits(record.owner.as_ref(), &n.event).is_ok()
+                && permits(caller_grant.as_ref(), &n.event).is_ok()
+        })
+        .map(to_event)
+        .collect();
     let ctx = StatusContext {
         base_url: &state.base_url,
         subscription_id: &id,

@@ -75,6 +75,29 @@ pub fn redact_secrets(resource: &mut Value) {
 
 /// Puts stored secrets back where an update carries [`REDACTED`] (a client sending back what
 /// it read). A redacted value with nothing stored to stand for is an error.
+/// Whether the incoming channel carries a redacted (`***`) header value or secret.
+pub fn carries_redacted(incoming: &Value) -> bool {
+    use herald_fhir::subscription::REDACTED;
+    let Some(channel) = incoming.get("channel") else {
+        return false;
+    };
+    let header = channel
+        .get("header")
+        .and_then(Value::as_array)
+        .is_some_and(|h| {
+            h.iter().any(|x| {
+                x.as_str()
+                    .and_then(|x| x.split_once(':'))
+                    .is_some_and(|(_, v)| v.trim() == REDACTED)
+            })
+        });
+    let secret = channel
+        .get("extension")
+        .and_then(Value::as_array)
+        .is_some_and(|e| e.iter().any(|x| x["valueString"] == REDACTED));
+    header || secret
+}
+
 pub fn restore_secrets(incoming: &mut Value, stored: Option<&Value>) -> Result<(), String> {
     use herald_fhir::subscription::{EXT_SIGNING_SECRET, REDACTED};
     let stored_headers: Vec<(String, String)> = stored

@@ -21,11 +21,25 @@ use crate::{audit, limits};
 use herald_security::auth::{Access, Permission};
 
 /// Validates fully (structure, channel, topic, filters, criteria) before anything is stored.
-async fn validate(state: &SharedState, tenant: &str, body: &Value) -> ApiResult<SubscriptionSpec> {
+/// Returns the spec and the resource types its criteria can fire on.
+async fn validate(
+    state: &SharedState,
+    tenant: &str,
+    body: &Value,
+) -> ApiResult<(SubscriptionSpec, Vec<String>)> {
     check_dates("Subscription", body)?;
     let spec = SubscriptionSpec::from_resource(body)?;
     limits::check_shape(&state.limits, &spec)?;
-    compile_subscription(tenant, &spec, &state.catalog).await?;
+    // The resource types whose events can reach the subscriber: a topic's types that its
+    // filters let through (typed filters exclude the types they do not name).
+    let types = match compile_subscription(tenant, &spec, &state.catalog).await? {
+        herald_matcher::CompiledCriteria::Topic { topic, filters } => topic
+            .resource_types()
+            .into_iter()
+            .filter(|t| filters.can_match_type(t))
+            .collect(),
+        compiled => compiled.resource_types(),
+    };
     herald_matcher::compile_cel_filter(&spec)?;
     if let Some(end) = spec.end {
         if end <= chrono::Utc::now() {
@@ -34,7 +48,7 @@ async fn validate(state: &SharedState, tenant: &str, body: &Value) -> ApiResult<
     }
     match spec.status {
         SubscriptionStatus::Requested | SubscriptionStatus::Active | SubscriptionStatus::Off => {
-            Ok(spec)
+            Ok((spec, types))
         }
         other => Err(ApiError::bad_request(format!(
             "Subscription.status: a client may set requested, active or off, not '{}'",
@@ -53,62 +67,108 @@ pub(crate) fn check_dates(resource_type: &str, body: &Value) -> ApiResult<()> {
     }
 }
 
-/// A caller limited to one patient may only subscribe within that patient's compartment:
-/// the criteria (or a topic filter) must pin `patient` / `subject` to exactly that patient.
-fn check_compartment(access: &Access, caller: &Caller, spec: &SubscriptionSpec) -> ApiResult<()> {
-    let patient = match access {
+/// The patient a caller is limited to, if any.
+fn caller_patient(access: &Access, caller: &Caller) -> Option<String> {
+    match access {
         Access::Patient(p) => Some(p.clone()),
         Access::User => caller.principal.as_ref().and_then(|p| p.patient.clone()),
         Access::System => None,
-    };
-    let Some(patient) = patient else {
+    }
+}
+
+/// What a caller may subscribe to: it must be allowed to read every resource type the
+/// criteria can fire on, and a caller limited to one patient must pin `patient` /
+/// `subject` to exactly that patient for each of those types (a topic's filters apply per
+/// type, so one pinned filter does not cover another type's events).
+fn check_compartment(
+    access: &Access,
+    caller: &Caller,
+    spec: &SubscriptionSpec,
+    types: &[String],
+) -> ApiResult<()> {
+    for resource_type in types {
+        caller.require(resource_type, Permission::Read)?;
+    }
+    let Some(patient) = caller_patient(access, caller) else {
         return Ok(());
     };
-    if restricted_to_patient(spec, &patient) {
+    let unpinned: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !pinned_to_patient(spec, t, &patient))
+        .collect();
+    if unpinned.is_empty() && !types.is_empty() {
         return Ok(());
     }
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         IssueType::Forbidden,
-        format!("this token is limited to Patient/{patient}: the criteria or a filter must include patient=Patient/{patient}"),
+        format!(
+            "this token is limited to Patient/{patient}: the criteria or a filter for each of {} must include patient=Patient/{patient}",
+            unpinned.join(", ")
+        ),
     ))
 }
 
-fn restricted_to_patient(spec: &SubscriptionSpec, patient: &str) -> bool {
-    let queries: Vec<&str> = match &spec.kind {
+/// Whether events of `resource_type` can only match when they concern `patient`.
+fn pinned_to_patient(spec: &SubscriptionSpec, resource_type: &str, patient: &str) -> bool {
+    // (the filter's type if it names one, its query)
+    let queries: Vec<(Option<&str>, &str)> = match &spec.kind {
         herald_fhir::SubscriptionKind::Criteria { criteria } => {
-            vec![criteria.split_once('?').map_or("", |(_, q)| q)]
+            vec![(None, criteria.split_once('?').map_or("", |(_, q)| q))]
         }
         herald_fhir::SubscriptionKind::Topic { filters, .. } => filters
             .iter()
-            .map(|f| f.split_once('?').map_or(f.as_str(), |(_, q)| q))
+            .map(|f| match f.split_once('?') {
+                Some((t, q)) => (Some(t), q),
+                // `Observation.patient=...` form: typed by the part before the dot.
+                None => match f.split_once('.') {
+                    Some((t, _)) if f.find('.') < f.find('=') => (Some(t), f.as_str()),
+                    _ => (None, f.as_str()),
+                },
+            })
             .collect(),
     };
     let reference = format!("Patient/{patient}");
-    queries.iter().flat_map(|q| q.split('&')).any(|pair| {
-        let Some((name, value)) = pair.split_once('=') else {
-            return false;
-        };
-        // `Observation.patient` form: the part after the type.
-        let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
-        let (base, modifier) = name
-            .split_once(':')
-            .map_or((name, None), |(b, m)| (b, Some(m)));
-        let pinned =
-            matches!(base, "patient" | "subject") && matches!(modifier, None | Some("Patient"));
-        pinned
-            && !value.contains(',')
-            && (value == reference
-                || (value == patient && (base == "patient" || modifier == Some("Patient"))))
-    })
+    queries
+        .iter()
+        .filter(|(t, _)| t.is_none_or(|t| t == resource_type))
+        .flat_map(|(_, q)| q.split('&'))
+        .any(|pair| {
+            let Some((name, value)) = pair.split_once('=') else {
+                return false;
+            };
+            // `Observation.patient` form: the part after the type.
+            let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
+            let (base, modifier) = name
+                .split_once(':')
+                .map_or((name, None), |(b, m)| (b, Some(m)));
+            let pinned =
+                matches!(base, "patient" | "subject") && matches!(modifier, None | Some("Patient"));
+            pinned
+                && !value.contains(',')
+                && (value == reference
+                    || (value == patient && (base == "patient" || modifier == Some("Patient"))))
+        })
 }
 
-/// Whether a caller limited to a patient may see this subscription (its criteria pinned to
-/// that patient). Others see every subscription of their tenant.
+/// Whether the caller may see and change this subscription: a `system/` grant sees every
+/// subscription of its tenant; anyone else only those its own client created, and a caller
+/// limited to a patient only those created for that patient. A subscription without an
+/// owner (created in development mode) is visible to `system/` grants only.
 pub(crate) fn visible(access: &Access, caller: &Caller, record: &SubscriptionRecord) -> bool {
-    match SubscriptionSpec::from_resource(&record.resource) {
-        Ok(spec) => check_compartment(access, caller, &spec).is_ok(),
-        Err(_) => matches!(access, Access::System),
+    if matches!(access, Access::System) {
+        return true;
+    }
+    let Some(owner) = &record.owner else {
+        return false;
+    };
+    if owner.client_id != caller.client_id() {
+        return false;
+    }
+    match caller_patient(access, caller) {
+        Some(patient) => owner.patient.as_deref() == Some(patient.as_str()),
+        None => true,
     }
 }
 
@@ -313,8 +373,8 @@ async fn create_subscription(
 ) -> ApiResult<(Fhir, String)> {
     let state = state.clone();
     let access = caller.require("Subscription", Permission::Create)?;
-    let spec = validate(&state, &caller.tenant, &body).await?;
-    check_compartment(&access, caller, &spec)?;
+    let (spec, types) = validate(&state, &caller.tenant, &body).await?;
+    check_compartment(&access, caller, &spec, &types)?;
     check_endpoint(&state, &spec)?;
     limits::check_client_quota(&state, caller, None).await?;
     if spec
@@ -417,17 +477,32 @@ async fn update_subscription(
             )));
         }
     }
+    if let Some(current) = &existing {
+        // Stored secrets go back only to the endpoint they were given for.
+        let moved =
+            current.resource.pointer("/channel/endpoint") != body.pointer("/channel/endpoint");
+        if moved && render::carries_redacted(&body) {
+            return Err(ApiError::bad_request(
+                "Subscription.channel: the endpoint changed, so header values and signing secrets must be sent again instead of '***'",
+            ));
+        }
+    }
     render::restore_secrets(&mut body, existing.as_ref().map(|r| &r.resource))
         .map_err(ApiError::bad_request)?;
-    let spec = validate(&state, &caller.tenant, &body).await?;
-    check_compartment(&access, caller, &spec)?;
+    let (spec, types) = validate(&state, &caller.tenant, &body).await?;
+    check_compartment(&access, caller, &spec, &types)?;
     check_endpoint(&state, &spec)?;
     let previous_owner = existing
         .as_ref()
         .and_then(|r| r.owner.as_ref())
         .map(|o| o.client_id.as_str());
     limits::check_client_quota(&state, caller, previous_owner).await?;
-    let owner = caller.owner();
+    // The creating client keeps its subscription: an administrator's edit does not hand it
+    // the administrator's grant; the same client's update refreshes the grant (new token).
+    let owner = match existing.as_ref().and_then(|r| r.owner.as_ref()) {
+        Some(o) if o.client_id != caller.client_id() => Some(o.clone()),
+        _ => caller.owner(),
+    };
     resolve_nats_subject(&state, &caller.tenant, &id, &mut body, &spec)?;
     if existing.is_none() {
         ensure_signing_secret(&mut body, &spec);

@@ -223,23 +223,19 @@ async fn write_batches(
     }
 }
 
-/// Writes a batch, retrying storage errors with backoff: an audit record is not dropped
-/// because the database blinked.
+/// Writes a batch, retrying storage errors with backoff until it is stored: an audit record
+/// is never dropped because the database is away. Meanwhile the queue fills and the
+/// deliverers wait ([`AuditLog::record`]), which is the intended backpressure.
 async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditRecord>) {
     let mut delay = Duration::from_millis(50);
-    for attempt in 1.. {
-        match store.append_audit(batch).await {
-            Ok(()) => break,
-            Err(e) if attempt < 20 => {
-                tracing::warn!(error = %e, attempt, "could not write audit records; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, lost = batch.len(), "giving up on audit records");
-                break;
-            }
+    let mut attempt: u64 = 0;
+    while let Err(e) = store.append_audit(batch).await {
+        attempt += 1;
+        if attempt == 1 || attempt % 20 == 0 {
+            tracing::error!(error = %e, attempt, pending = batch.len(), "could not write audit records; retrying");
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
     batch.clear();
 }

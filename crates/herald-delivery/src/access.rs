@@ -33,7 +33,11 @@ type CacheKey = (String, String, Option<String>);
 pub struct AccessGuard {
     store: Arc<dyn Store>,
     audit: AuditLog,
+    /// With authentication on, a subscription without an owner grant (created in
+    /// development mode, or before grants were recorded) is never delivered: fail closed.
+    require_owner: bool,
     cache: Arc<Mutex<HashMap<CacheKey, (bool, Instant)>>>,
+    forgotten_at: Arc<Mutex<Instant>>,
 }
 
 impl std::fmt::Debug for AccessGuard {
@@ -43,11 +47,13 @@ impl std::fmt::Debug for AccessGuard {
 }
 
 impl AccessGuard {
-    pub fn new(store: Arc<dyn Store>, audit: AuditLog) -> Self {
+    pub fn new(store: Arc<dyn Store>, audit: AuditLog, require_owner: bool) -> Self {
         Self {
             store,
             audit,
+            require_owner,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            forgotten_at: Arc::new(Mutex::new(Instant::now())),
         }
     }
 
@@ -56,39 +62,21 @@ impl AccessGuard {
         &self.audit
     }
 
-    /// `Some(reason)` when the subscription's owner has lost access. Subscriptions without
-    /// an owner (created in development mode) are never revoked.
+    /// `Some(reason)` when the subscription's owner has lost access. Without an owner
+    /// (development mode) that happens only when authentication is on.
     pub async fn revocation(&self, record: &SubscriptionRecord) -> StoreResult<Option<String>> {
         let Some(owner) = &record.owner else {
-            return Ok(None);
+            return Ok(self.require_owner.then(|| {
+                "the subscription has no recorded owner grant (created without authentication); update it with a token".to_owned()
+            }));
         };
-        let key = (
-            record.key.tenant.clone(),
-            owner.client_id.clone(),
-            owner.token_id.clone(),
-        );
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).copied())
-            .filter(|(_, at)| at.elapsed() < REVOCATION_CACHE_TTL);
-        let revoked = match cached {
-            Some((revoked, _)) => revoked,
-            None => {
-                let revoked = self
-                    .store
-                    .is_revoked(&key.0, &key.1, key.2.as_deref())
-                    .await?;
-                if let Ok(mut cache) = self.cache.lock() {
-                    if cache.len() >= CACHE_LIMIT {
-                        cache.clear();
-                    }
-                    cache.insert(key, (revoked, Instant::now()));
-                }
-                revoked
-            }
-        };
+        let revoked = self
+            .is_revoked(
+                &record.key.tenant,
+                &owner.client_id,
+                owner.token_id.as_deref(),
+            )
+            .await?;
         Ok(revoked.then(|| {
             format!(
                 "access of client '{}' (or the token the subscription was created with) was revoked",
@@ -97,8 +85,52 @@ impl AccessGuard {
         }))
     }
 
+    /// Whether the client, or the token (by `jti`), was revoked; cached for
+    /// [`REVOCATION_CACHE_TTL`].
+    pub async fn is_revoked(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        token_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        let key = (
+            tenant.to_owned(),
+            client_id.to_owned(),
+            token_id.map(str::to_owned),
+        );
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).copied())
+            .filter(|(_, at)| at.elapsed() < REVOCATION_CACHE_TTL);
+        if let Some((revoked, _)) = cached {
+            return Ok(revoked);
+        }
+        let looked_up_at = Instant::now();
+        let revoked = self.store.is_revoked(tenant, client_id, token_id).await?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            // A lookup that started before a local revocation must not re-insert a stale
+            // answer after `forget_cached`.
+            if self
+                .forgotten_at
+                .lock()
+                .map_or(true, |t| *t <= looked_up_at)
+            {
+                cache.insert(key, (revoked, looked_up_at));
+            }
+        }
+        Ok(revoked)
+    }
+
     /// Forgets cached lookups, so a revocation made by this instance applies at once.
     pub fn forget_cached(&self) {
+        if let Ok(mut at) = self.forgotten_at.lock() {
+            *at = Instant::now();
+        }
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
@@ -279,6 +311,40 @@ mod tests {
         )
         .is_ok());
         assert!(permits(Some(&with_patient), &event("Patient", "9", Some(json!({})))).is_err());
+    }
+
+    #[tokio::test]
+    async fn with_authentication_on_a_subscription_without_an_owner_is_stopped() {
+        use herald_store::{NewSubscription, SqliteStore};
+        let store = SqliteStore::in_memory().await.expect("store");
+        store.migrate().await.expect("migrate");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let resource = json!({"resourceType": "Subscription"});
+        let record = store
+            .create_subscription(NewSubscription {
+                tenant: "t",
+                id: "legacy",
+                resource: &resource,
+                status: SubscriptionStatus::Active,
+                criteria: "Observation",
+                channel_type: "rest-hook",
+                heartbeat_period: None,
+                owner: None,
+                now_ms: 1,
+            })
+            .await
+            .expect("create");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (audit, _writer) = AuditLog::start(Arc::clone(&store), shutdown.clone());
+        let development = AccessGuard::new(Arc::clone(&store), audit.clone(), false);
+        assert_eq!(development.revocation(&record).await.expect("check"), None);
+        let production = AccessGuard::new(Arc::clone(&store), audit, true);
+        assert!(production
+            .revocation(&record)
+            .await
+            .expect("check")
+            .is_some_and(|r| r.contains("no recorded owner")));
+        shutdown.cancel();
     }
 
     #[test]

@@ -223,6 +223,8 @@ impl RestHookWorker {
             Ok(spec) => spec,
             Err(e) => {
                 tracing::error!(id = %record.key.id, error = %e, "stored subscription unreadable; turning it off");
+                self.audit_status(&record, "off: stored subscription unreadable")
+                    .await;
                 let _ = self
                     .inner
                     .store
@@ -282,6 +284,8 @@ impl RestHookWorker {
         let store = &self.inner.store;
         if !spec.delivers_bundles() {
             // R4 classic rest-hook has no handshake: the subscription is active at once.
+            self.audit_status(record, "active: R4 classic rest-hook (no handshake)")
+                .await;
             return store
                 .handshake_result(&record.key, record.version_id, Ok(()), now_ms())
                 .await;

@@ -327,31 +327,75 @@ fn is_temporal_element(name: &str) -> bool {
 
 /// The first element (as a path) whose date, dateTime or instant value is malformed, so a
 /// write carrying `"effectiveDateTime": "2026-02-30"` is refused instead of stored. Only
-/// string values of temporal element names are checked; walking is iterative.
+/// string values of temporal element names are checked. The walk keeps one iterator per
+/// nesting level and builds the path only for the element it reports, so memory follows
+/// the depth of the resource, not its size.
 pub fn first_invalid_date(resource: &Value) -> Option<(String, String)> {
-    let mut stack: Vec<(&Value, String)> = vec![(resource, String::new())];
-    while let Some((value, path)) = stack.pop() {
-        match value {
-            Value::Object(map) => {
-                for (name, child) in map {
-                    let child_path = if path.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{path}.{name}")
-                    };
-                    if let Value::String(text) = child {
-                        if is_temporal_element(name) && !is_fhir_date_time(text) {
-                            return Some((child_path, text.clone()));
-                        }
-                    } else {
-                        stack.push((child, child_path));
+    enum Frame<'a> {
+        Object(serde_json::map::Iter<'a>),
+        Array(std::iter::Enumerate<std::slice::Iter<'a, Value>>),
+    }
+    enum Segment<'a> {
+        Key(&'a str),
+        Index(usize),
+    }
+    let render = |segments: &[Segment<'_>]| {
+        let mut path = String::new();
+        for segment in segments {
+            match segment {
+                Segment::Key(k) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                }
+                Segment::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        path
+    };
+    let mut frames: Vec<Frame<'_>> = Vec::new();
+    let mut path: Vec<Segment<'_>> = Vec::new();
+    match resource {
+        Value::Object(map) => frames.push(Frame::Object(map.iter())),
+        Value::Array(items) => frames.push(Frame::Array(items.iter().enumerate())),
+        _ => return None,
+    }
+    while let Some(frame) = frames.last_mut() {
+        let (segment, child) = match frame {
+            Frame::Object(entries) => match entries.next() {
+                Some((name, child)) => (Segment::Key(name.as_str()), child),
+                None => {
+                    frames.pop();
+                    path.pop();
+                    continue;
+                }
+            },
+            Frame::Array(items) => match items.next() {
+                Some((i, child)) => (Segment::Index(i), child),
+                None => {
+                    frames.pop();
+                    path.pop();
+                    continue;
+                }
+            },
+        };
+        match child {
+            Value::String(text) => {
+                if let Segment::Key(name) = segment {
+                    if is_temporal_element(name) && !is_fhir_date_time(text) {
+                        path.push(segment);
+                        return Some((render(&path), text.clone()));
                     }
                 }
             }
+            Value::Object(map) => {
+                path.push(segment);
+                frames.push(Frame::Object(map.iter()));
+            }
             Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    stack.push((item, format!("{path}[{i}]")));
-                }
+                path.push(segment);
+                frames.push(Frame::Array(items.iter().enumerate()));
             }
             _ => {}
         }

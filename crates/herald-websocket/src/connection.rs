@@ -431,6 +431,20 @@ impl Connection<'_> {
                 return Err(unavailable());
             }
             record.status = SubscriptionStatus::Active;
+            if let Some(guard) = &hub.guard {
+                guard
+                    .audit()
+                    .record(
+                        herald_audit::AuditEntry::new(
+                            &key.tenant,
+                            herald_audit::AuditKind::SubscriptionStatus,
+                            herald_audit::AuditOutcome::Success,
+                        )
+                        .entity(format!("Subscription/{}", key.id))
+                        .detail("status active: bound over websocket"),
+                    )
+                    .await;
+            }
         }
         Ok(record)
     }

@@ -34,4 +34,4 @@ mod tokens;
 
 pub use config::WebSocketConfig;
 pub use hub::{CloseReason, WebSocketHub};
-pub use routes::{router, BindingAgent, BindingTenant};
+pub use routes::{router, BindingAgent, BindingFilter, BindingTenant};

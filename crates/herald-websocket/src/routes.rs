@@ -47,6 +47,19 @@ pub fn router(hub: Arc<WebSocketHub>) -> Router {
 #[derive(Debug, Clone)]
 pub struct BindingTenant(pub String);
 
+/// Which subscriptions the caller may get binding tokens for (the API's visibility rule),
+/// set by the authenticating middleware; without it every subscription of the tenant is
+/// allowed (development mode).
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct BindingFilter(pub Arc<dyn Fn(&herald_store::SubscriptionRecord) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for BindingFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BindingFilter")
+    }
+}
+
 /// Who asked for a binding token (the authenticated client and user), for the audit
 /// trail; set by the same middleware as [`BindingTenant`].
 #[derive(Debug, Clone)]
@@ -110,6 +123,7 @@ async fn type_level_get(
     State(hub): State<Arc<WebSocketHub>>,
     tenant: Option<Extension<BindingTenant>>,
     agent: Option<Extension<BindingAgent>>,
+    filter: Option<Extension<BindingFilter>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let tenant = request_tenant(&hub, tenant)?;
@@ -127,13 +141,21 @@ async fn type_level_get(
             }
         }
     }
-    issue(&hub, &tenant, agent.map(|Extension(a)| a), ids).await
+    issue(
+        &hub,
+        &tenant,
+        agent.map(|Extension(a)| a),
+        filter.map(|Extension(f)| f),
+        ids,
+    )
+    .await
 }
 
 async fn type_level_post(
     State(hub): State<Arc<WebSocketHub>>,
     tenant: Option<Extension<BindingTenant>>,
     agent: Option<Extension<BindingAgent>>,
+    filter: Option<Extension<BindingFilter>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, HttpError> {
@@ -173,7 +195,14 @@ async fn type_level_post(
     } else {
         ids_from_parameters(&body)?
     };
-    issue(&hub, &tenant, agent.map(|Extension(a)| a), ids).await
+    issue(
+        &hub,
+        &tenant,
+        agent.map(|Extension(a)| a),
+        filter.map(|Extension(f)| f),
+        ids,
+    )
+    .await
 }
 
 /// The `id` parameters of an input `Parameters` resource.
@@ -222,10 +251,18 @@ async fn instance_level(
     State(hub): State<Arc<WebSocketHub>>,
     tenant: Option<Extension<BindingTenant>>,
     agent: Option<Extension<BindingAgent>>,
+    filter: Option<Extension<BindingFilter>>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
     let tenant = request_tenant(&hub, tenant)?;
-    issue(&hub, &tenant, agent.map(|Extension(a)| a), vec![id]).await
+    issue(
+        &hub,
+        &tenant,
+        agent.map(|Extension(a)| a),
+        filter.map(|Extension(f)| f),
+        vec![id],
+    )
+    .await
 }
 
 /// Checks the subscriptions and issues a token for them.
@@ -233,6 +270,7 @@ async fn issue(
     hub: &WebSocketHub,
     tenant: &str,
     agent: Option<BindingAgent>,
+    filter: Option<BindingFilter>,
     ids: Vec<String>,
 ) -> Result<Response, HttpError> {
     let config = &hub.config;
@@ -262,6 +300,13 @@ async fn issue(
     }
     for id in &unique {
         match hub.store.get_subscription(tenant, id).await {
+            Ok(Some(record)) if filter.as_ref().is_some_and(|f| !(f.0)(&record)) => {
+                return Err(HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    IssueType::NotFound,
+                    format!("Subscription/{id} does not exist"),
+                ))
+            }
             Ok(Some(record)) => check_bindable(&record).map_err(|outcome| HttpError {
                 status: StatusCode::BAD_REQUEST,
                 outcome,
@@ -311,23 +356,27 @@ async fn issue(
     parameter.push(json!({"name": "websocket-url", "valueUrl": config.websocket_url}));
     let body = json!({"resourceType": "Parameters", "parameter": parameter});
     if let Some(guard) = &hub.guard {
-        let mut entry = AuditEntry::new(tenant, AuditKind::BindingToken, AuditOutcome::Success)
-            .entity(format!("Subscription/{}", unique.join(",Subscription/")))
-            .detail(format!(
-                "websocket binding token issued for {} subscription(s), valid {} s",
-                unique.len(),
-                config.token_ttl.as_secs()
-            ));
-        if let Some(BindingAgent { client, subject }) = agent {
-            entry = entry.agent(&client, subject.as_deref());
-        }
-        if let Err(e) = guard.audit().record_now(entry).await {
-            tracing::error!(error = %e, "recording a binding-token issue failed");
-            return Err(HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                IssueType::Transient,
-                "storage is unavailable; please retry",
-            ));
+        // One record per subscription, so `AuditEvent?entity=Subscription/<id>` finds it.
+        for id in &unique {
+            let mut entry = AuditEntry::new(tenant, AuditKind::BindingToken, AuditOutcome::Success)
+                .entity(format!("Subscription/{id}"))
+                .detail(format!(
+                    "websocket binding token issued for {} subscription(s), valid {} s",
+                    unique.len(),
+                    config.token_ttl.as_secs()
+                ));
+            entry = match &agent {
+                Some(BindingAgent { client, subject }) => entry.agent(client, subject.as_deref()),
+                None => entry.agent("development", None),
+            };
+            if let Err(e) = guard.audit().record_now(entry).await {
+                tracing::error!(error = %e, "recording a binding-token issue failed");
+                return Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    IssueType::Transient,
+                    "storage is unavailable; please retry",
+                ));
+            }
         }
     }
     Ok(fhir_json(StatusCode::OK, &body))

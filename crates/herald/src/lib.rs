@@ -237,7 +237,12 @@ impl Herald {
         let (audit, audit_writer) =
             herald_audit::AuditLog::start(Arc::clone(&store), shutdown.clone());
         tasks.push(("audit", audit_writer));
-        let access_guard = herald_delivery::AccessGuard::new(Arc::clone(&store), audit.clone());
+        // With authentication on, every subscription must carry its owner's grant.
+        let access_guard = herald_delivery::AccessGuard::new(
+            Arc::clone(&store),
+            audit.clone(),
+            settings.auth.issuer.is_some(),
+        );
         let ws_hub = herald_websocket::WebSocketHub::with_access_guard(
             Arc::clone(&store),
             ws_config,

@@ -130,7 +130,7 @@ async fn subscription_limits_are_enforced_and_nothing_is_stored() {
     let hub = TestHub::start_with(settings).await;
     let receiver = Receiver::start().await;
     let client = token(
-        "system/Subscription.cruds system/SubscriptionTopic.cruds",
+        "system/Subscription.cruds system/SubscriptionTopic.cruds system/Observation.rs system/DiagnosticReport.rs",
         json!({"client_id": "pharmacy"}),
     );
     let create = |body: Value| {
@@ -628,4 +628,189 @@ async fn secrets_never_appear_in_logs_audit_or_responses_after_creation() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_token_cannot_reach_another_clients_or_patients_subscriptions() {
+    let hub = secured_hub().await;
+    let receiver = Receiver::start().await;
+    let mine = patient_client("dash-a", "a-1");
+    let theirs = token(
+        "patient/Subscription.cruds patient/Observation.rs",
+        json!({"patient": "999", "client_id": "dash-b", "sub": "b"}),
+    );
+    let (status, created, _) = call(
+        &hub,
+        "POST",
+        "/Subscription",
+        Some(&mine),
+        Some(&subscription_for_patient(&receiver, "/a")),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let mut websocket = subscription_for_patient(&receiver, "/unused");
+    websocket["channel"] = json!({"type": "websocket", "payload": "application/fhir+json",
+        "_payload": websocket["channel"]["_payload"].clone()});
+    let (status, ws, _) = call(&hub, "POST", "/Subscription", Some(&mine), Some(&websocket)).await;
+    assert_eq!(status, 201, "{ws}");
+    let ws_id = ws["id"].as_str().expect("id").to_owned();
+
+    // What a client reads back carries `***` for header values and secrets.
+    let (_, mut replaced, _) = call(
+        &hub,
+        "GET",
+        &format!("/Subscription/{id}"),
+        Some(&mine),
+        None,
+    )
+    .await;
+    assert!(replaced.to_string().contains("***"), "{replaced}");
+    replaced["channel"]["endpoint"] = json!(receiver.url("/stolen"));
+    for (method, path, body) in [
+        ("GET", format!("/Subscription/{id}"), None),
+        ("PUT", format!("/Subscription/{id}"), Some(&replaced)),
+        ("DELETE", format!("/Subscription/{id}"), None),
+        ("GET", format!("/Subscription/{id}/$status"), None),
+        ("GET", format!("/Subscription/{id}/$events"), None),
+        (
+            "GET",
+            format!("/Subscription/{ws_id}/$get-ws-binding-token"),
+            None,
+        ),
+    ] {
+        let (status, outcome, _) = call(&hub, method, &path, Some(&theirs), body).await;
+        assert_eq!(
+            status, 404,
+            "{method} {path} by another patient's client: {outcome}"
+        );
+    }
+    let (_, list, _) = call(&hub, "GET", "/Subscription", Some(&theirs), None).await;
+    assert_eq!(list["total"], 0, "{list}");
+
+    // Its own client may move its endpoint, but then must send the secrets again.
+    let (status, outcome, _) = call(
+        &hub,
+        "PUT",
+        &format!("/Subscription/{id}"),
+        Some(&mine),
+        Some(&replaced),
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "a redacted header sent to a new endpoint: {outcome}"
+    );
+    assert!(
+        outcome.to_string().contains("endpoint changed"),
+        "{outcome}"
+    );
+    replaced["channel"]["header"] = json!(["Authorization: Bearer new-receiver-token"]);
+    replaced["channel"]["extension"] = json!([]);
+    let (status, outcome, _) = call(
+        &hub,
+        "PUT",
+        &format!("/Subscription/{id}"),
+        Some(&mine),
+        Some(&replaced),
+    )
+    .await;
+    assert_eq!(status, 200, "{outcome}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_a_topic_fires_on_must_be_pinned_to_the_patient() {
+    let hub = secured_hub().await;
+    let receiver = Receiver::start().await;
+    let topic_admin = token(
+        "system/SubscriptionTopic.cruds",
+        json!({"client_id": "admin"}),
+    );
+    let topic = json!({
+        "resourceType": "SubscriptionTopic",
+        "url": "http://example.org/topic/visits-and-labs",
+        "status": "active",
+        "resourceTrigger": [
+            {"resource": "Observation", "supportedInteraction": ["create"]},
+            {"resource": "Encounter", "supportedInteraction": ["create"]}
+        ],
+        "canFilterBy": [
+            {"resource": "Observation", "filterParameter": "patient"},
+            {"resource": "Encounter", "filterParameter": "patient"},
+            {"resource": "Encounter", "filterParameter": "status"}
+        ]
+    });
+    let (status, body, _) = call(
+        &hub,
+        "POST",
+        "/SubscriptionTopic",
+        Some(&topic_admin),
+        Some(&topic),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let patient = token(
+        "patient/Subscription.cruds patient/Observation.rs patient/Encounter.rs",
+        json!({"patient": "123", "client_id": "dash"}),
+    );
+    let subscribe = |filters: &[&str]| {
+        topic_subscription(
+            "http://example.org/topic/visits-and-labs",
+            filters,
+            &receiver.url("/v"),
+            "id-only",
+        )
+    };
+    let half = subscribe(&[
+        "Observation?patient=Patient/123",
+        "Encounter?status=finished",
+    ]);
+    let (status, outcome, _) =
+        call(&hub, "POST", "/Subscription", Some(&patient), Some(&half)).await;
+    assert_eq!(
+        status, 403,
+        "Encounters of every patient would match: {outcome}"
+    );
+    assert!(outcome.to_string().contains("Encounter"), "{outcome}");
+    let only_labs = token(
+        "patient/Subscription.cruds patient/Observation.rs",
+        json!({"patient": "123", "client_id": "dash"}),
+    );
+    let both = subscribe(&[
+        "Observation?patient=Patient/123",
+        "Encounter?patient=Patient/123",
+    ]);
+    let (status, outcome, _) =
+        call(&hub, "POST", "/Subscription", Some(&only_labs), Some(&both)).await;
+    assert_eq!(status, 403, "no Encounter read scope: {outcome}");
+    let (status, outcome, _) =
+        call(&hub, "POST", "/Subscription", Some(&patient), Some(&both)).await;
+    assert_eq!(status, 201, "{outcome}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_by_the_api_too() {
+    let hub = secured_hub().await;
+    let revoked = patient_client("kiosk", "kiosk-token-1");
+    let fresh = patient_client("kiosk", "kiosk-token-2");
+    let (status, _, _) = call(&hub, "GET", "/Subscription", Some(&revoked), None).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = call(
+        &hub,
+        "POST",
+        "/$revoke-access",
+        Some(&admin()),
+        Some(&json!({"resourceType": "Parameters", "parameter": [{"name": "token", "valueString": "kiosk-token-1"}]})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, outcome, challenge) =
+        call(&hub, "GET", "/Subscription", Some(&revoked), None).await;
+    assert_eq!(status, 401, "{outcome}");
+    assert!(challenge.is_some_and(|c| c.contains("invalid_token")));
+    let (status, _, _) = call(&hub, "GET", "/Subscription", Some(&fresh), None).await;
+    assert_eq!(status, 200, "another token of the client still works");
+    hub.stop().await;
 }
