@@ -366,9 +366,12 @@ impl Test {
             Test::Token { negate: true, .. } => {
                 "':not' passes when no value has the code, also when there is no value"
             }
-            Test::Token { .. } if !matched => {
+            Test::Token { any_of, .. }
+                if !matched && any_of.iter().any(|q| !matches!(q, TokenQuery::Code(_))) =>
+            {
                 "codes compare exactly (case-sensitive); 'system|code' needs both, '|code' needs no system, 'code' accepts any system"
             }
+            Test::Token { .. } if !matched => "codes compare exactly (case-sensitive)",
             Test::TokenText(_) => {
                 "':text' compares the start of display/text, ignoring case and accents"
             }

@@ -3,6 +3,7 @@
 mod access;
 mod capture;
 mod delivery;
+mod explain;
 mod faults;
 mod nats_channel;
 mod security;
