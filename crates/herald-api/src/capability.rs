@@ -15,6 +15,10 @@ use crate::SharedState;
 const TOPIC_CANONICAL_EXT: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical";
 
+/// Herald's own operation: no published OperationDefinition exists for it.
+const EXPLAIN_OPERATION: &str =
+    "https://herald.health/fhir/OperationDefinition/Subscription-explain";
+
 pub async fn metadata(State(state): State<SharedState>) -> ApiResult<Fhir> {
     let mut topics: Vec<String> = builtin_topics()
         .iter()
@@ -49,7 +53,8 @@ pub async fn metadata(State(state): State<SharedState>) -> ApiResult<Fhir> {
             {"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
             {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"},
             {"name": "resend", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-resend"},
-            {"name": "get-ws-binding-token", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token"}
+            {"name": "get-ws-binding-token", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token"},
+            {"name": "explain", "definition": EXPLAIN_OPERATION, "documentation": "Whether a resource matches Subscription criteria (search, filter, FHIRPath or CEL, optionally under a SubscriptionTopic), and why, clause by clause"}
         ]
     });
     // SubscriptionTopic is not an R4 resource type, so it cannot be listed here; topics are

@@ -92,7 +92,7 @@ impl From<CompileError> for ApiError {
                 .at("Subscription.criteria"),
             },
             CompileError::Criteria(c) => {
-                let code = if c.message().contains("not supported") {
+                let code = if c.is_unsupported() {
                     IssueType::NotSupported
                 } else {
                     IssueType::Invalid

@@ -1,5 +1,5 @@
 //! Herald's HTTP surface: the FHIR R4 REST API at `/fhir` (Subscription, SubscriptionTopic,
-//! `$status`, `$events`, `metadata`, and the write facade), the change-event ingest endpoint,
+//! `$status`, `$events`, `$explain`, `metadata`, and the write facade), the change-event ingest endpoint,
 //! and `/healthz` / `/readyz`.
 //!
 //! Every error is an `OperationOutcome` with a precise, safe diagnostic ([`error::ApiError`]);
@@ -12,6 +12,7 @@ pub mod auth;
 mod body;
 mod capability;
 pub mod error;
+mod explain;
 mod facade;
 mod ingest;
 pub mod limits;
@@ -81,6 +82,7 @@ pub fn router(state: SharedState) -> Router {
             get(subscriptions::search).post(subscriptions::create),
         )
         .route("/Subscription/$status", get(operations::status_type))
+        .route("/Subscription/$explain", post(explain::explain_match))
         .route(
             "/Subscription/{id}",
             get(subscriptions::read)

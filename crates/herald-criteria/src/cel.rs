@@ -326,19 +326,61 @@ impl CelFilter {
         previous: Option<&Value>,
         event: &Value,
     ) -> bool {
+        matches!(
+            self.execute(current, previous, event),
+            Ok(cel::Value::Bool(true))
+        )
+    }
+
+    /// The expression's result, or why there is none, as text (for
+    /// [`explain`](crate::explain)).
+    pub(crate) fn describe_result(
+        &self,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+        event: &Value,
+    ) -> Result<String, String> {
+        match self.execute(current, previous, event) {
+            Ok(cel::Value::Bool(b)) => Ok(b.to_string()),
+            Ok(cel::Value::Null) => Ok("null".to_owned()),
+            Ok(cel::Value::String(s)) => Ok(format!("'{s}'")),
+            Ok(cel::Value::Int(i)) => Ok(i.to_string()),
+            Ok(cel::Value::UInt(u)) => Ok(u.to_string()),
+            Ok(cel::Value::Float(f)) => Ok(f.to_string()),
+            Ok(other) => Ok(format!("{other:?}")),
+            Err(CelFailure::Conversion) => Err("a resource could not be converted to CEL".into()),
+            Err(CelFailure::Execution(e)) => Err(e.to_string()),
+        }
+    }
+
+    fn execute(
+        &self,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+        event: &Value,
+    ) -> Result<cel::Value, CelFailure> {
         let (Some(current), Some(previous), Some(event)) = (
             to_cel(current, self.reads.current.as_deref()),
             to_cel(previous, self.reads.previous.as_deref()),
             to_cel(Some(event), None),
         ) else {
-            return false;
+            return Err(CelFailure::Conversion);
         };
         let mut context = cel::Context::with_env(Arc::clone(stdlib()));
         context.add_variable_from_value("current", current);
         context.add_variable_from_value("previous", previous);
         context.add_variable_from_value("event", event);
-        matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
+        self.program
+            .execute(&context)
+            .map_err(CelFailure::Execution)
     }
+}
+
+/// Why a CEL filter produced no value.
+enum CelFailure {
+    /// A bound value could not be converted to a CEL value.
+    Conversion,
+    Execution(cel::ExecutionError),
 }
 
 #[cfg(test)]

@@ -26,6 +26,25 @@ impl CriteriaError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Whether the criteria name a feature Herald does not implement (as opposed to
+    /// criteria that are wrong): FHIR's `not-supported` rather than `invalid`.
+    pub fn is_unsupported(&self) -> bool {
+        self.message.contains("not supported")
+    }
+
+    /// The error as an `OperationOutcome` issue at `expression` (e.g.
+    /// `Subscription.criteria`), `not-supported` or `invalid` per
+    /// [`CriteriaError::is_unsupported`].
+    pub fn outcome(&self, expression: &str) -> herald_fhir::OperationOutcome {
+        let code = if self.is_unsupported() {
+            herald_fhir::IssueType::NotSupported
+        } else {
+            herald_fhir::IssueType::Invalid
+        };
+        herald_fhir::OperationOutcome::error(code, format!("{expression}: {}", self.message))
+            .at(expression)
+    }
 }
 
 /// Shorthand used throughout the crate.

@@ -81,37 +81,9 @@ impl TopicDefinition {
         let mut compiled = SubscriptionFilters::default();
         let trigger_types = self.resource_types();
         for filter in filters {
-            let filter = filter.trim();
-            if filter.is_empty() {
-                return err("empty subscription filter");
-            }
-            let segments: Vec<(Option<&str>, &str)> = match filter.split_once('?') {
-                Some((typ, query)) => query
-                    .split('&')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| (Some(typ), s))
-                    .collect(),
-                None => filter
-                    .split('&')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        let name = s.split(['=', ':']).next().unwrap_or(s);
-                        match name.split_once('.') {
-                            Some((typ, _)) if registry::is_type_name(typ) => {
-                                (Some(typ), &s[typ.len() + 1..])
-                            }
-                            _ => (None, s),
-                        }
-                    })
-                    .collect(),
-            };
-            if segments.is_empty() {
-                return err(format!("subscription filter '{filter}' has no parameters"));
-            }
-            for (typ, segment) in segments {
+            for (typ, segment) in filter_segments(filter)? {
                 match typ {
                     Some(typ) => {
-                        let typ = typ.strip_prefix('/').unwrap_or(typ);
                         if !trigger_types.iter().any(|t| t == typ) {
                             return err(format!(
                                 "filter resource type '{typ}' is not a trigger resource of topic {}",
@@ -143,7 +115,7 @@ impl TopicDefinition {
 
     /// Compiles one `name[:modifier]=value` filter for `resource_type` and checks it
     /// against `canFilterBy`.
-    fn compile_segment(
+    pub(crate) fn compile_segment(
         &self,
         resource_type: &str,
         segment: &str,
@@ -192,6 +164,42 @@ impl TopicDefinition {
         }
         Ok(query)
     }
+}
+
+/// Splits one filter string into its `name[:modifier]=value` segments, each with the
+/// resource type it names, if any (see [`TopicDefinition::compile_filters`] for the forms).
+pub(crate) fn filter_segments(filter: &str) -> Result<Vec<(Option<&str>, &str)>, CriteriaError> {
+    let filter = filter.trim();
+    if filter.is_empty() {
+        return err("empty subscription filter");
+    }
+    let segments: Vec<(Option<&str>, &str)> = match filter.split_once('?') {
+        Some((typ, query)) => {
+            let typ = typ.strip_prefix('/').unwrap_or(typ);
+            query
+                .split('&')
+                .filter(|s| !s.is_empty())
+                .map(|s| (Some(typ), s))
+                .collect()
+        }
+        None => filter
+            .split('&')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let name = s.split(['=', ':']).next().unwrap_or(s);
+                match name.split_once('.') {
+                    Some((typ, _)) if registry::is_type_name(typ) => {
+                        (Some(typ), &s[typ.len() + 1..])
+                    }
+                    _ => (None, s),
+                }
+            })
+            .collect(),
+    };
+    if segments.is_empty() {
+        return err(format!("subscription filter '{filter}' has no parameters"));
+    }
+    Ok(segments)
 }
 
 impl SubscriptionFilters {

@@ -3,7 +3,7 @@
 //! (query criteria with previous/current semantics) and subscription filters
 //! (`filterBy` / backport filter criteria), FHIRPath trigger criteria (through
 //! `herald-fhirpath`) and CEL filters ([`CelFilter`]), all over resources held as
-//! `serde_json::Value`. Search parameters come from the official R4 definitions
+//! `serde_json::Value`; [`explain`] says why a resource does or does not match. Search parameters come from the official R4 definitions
 //! (`registry`, over `schemas/search-parameters/r4.json`), their FHIRPath
 //! expressions translated into element paths (`translate`) or compiled once for the
 //! FHIRPath evaluator (`plan`); number and quantity values live in `number`. The
@@ -15,6 +15,7 @@
 mod cel;
 mod date;
 mod error;
+mod explain;
 mod filter;
 mod filter_param;
 mod keys;
@@ -28,6 +29,7 @@ mod values;
 
 pub use cel::CelFilter;
 pub use error::CriteriaError;
+pub use explain::{explain, ClauseExplanation, ExplainRequest, Explanation, Language};
 pub use filter::SubscriptionFilters;
 pub use keys::{resource_index_values, EqualityKey, IndexParam};
 pub use search::SearchQuery;

@@ -138,6 +138,25 @@ impl Plan {
         }
     }
 
+    /// Where the plan looks, for messages: its element paths or its FHIRPath expression.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Plan::Paths(paths) => paths
+                .iter()
+                .map(|p| {
+                    if p.path.is_empty() {
+                        "the element itself"
+                    } else {
+                        &*p.path
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" | "),
+            Plan::FhirPath { expression, .. } => expression.source().to_owned(),
+            Plan::Unsupported(reason) => reason.to_string(),
+        }
+    }
+
     /// A key that is equal for plans extracting the same values (index dimensions).
     pub(crate) fn identity(&self) -> PlanIdentity<'_> {
         match self {

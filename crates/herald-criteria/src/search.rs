@@ -10,6 +10,8 @@
 //! [`crate::filter_param`] into one clause. Everything that is not implemented is a
 //! compile error naming the offending part.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
@@ -246,26 +248,8 @@ impl SearchQuery {
     /// `Observation?code=http://loinc.org|2345-7&subject=Patient/123` or just
     /// `Observation`. A leading `/` is accepted; an absolute URL is rejected.
     pub fn parse(criteria: &str) -> Result<SearchQuery, CriteriaError> {
-        let trimmed = criteria.trim();
-        if trimmed.is_empty() {
-            return err("criteria is empty");
-        }
-        let (path, query) = trimmed.split_once('?').unwrap_or((trimmed, ""));
-        if path.contains(':') {
-            return err(format!(
-                "absolute criteria URLs are not supported: '{trimmed}'; use a relative search URL such as 'Observation?code=...'"
-            ));
-        }
-        let path = path.strip_prefix('/').unwrap_or(path);
-        if path.is_empty() {
-            return err(format!("criteria has no resource type: '{trimmed}'"));
-        }
-        if path.contains('/') {
-            return err(format!(
-                "criteria must have the form '<ResourceType>?<parameters>'; the path '{path}' is not supported"
-            ));
-        }
-        Self::parse_for_type(path, query)
+        let (resource_type, query) = split_criteria(criteria)?;
+        Self::parse_for_type(resource_type, query)
     }
 
     /// Parses only the query part (`status:not=finished&code=x`) for a resource type,
@@ -274,10 +258,7 @@ impl SearchQuery {
         let Some(resource_type) = registry::known_resource(resource_type) else {
             return err(format!("unknown resource type '{resource_type}'"));
         };
-        let query = query.strip_prefix('?').unwrap_or(query);
-        let mut clauses = query
-            .split('&')
-            .filter(|segment| !segment.is_empty())
+        let mut clauses = query_segments(query)
             .map(|segment| parse_param(resource_type, segment))
             .collect::<Result<Vec<_>, _>>()?;
         // Collecting through `Result` starts at capacity four; a million compiled
@@ -362,6 +343,121 @@ impl Clause {
     pub(crate) fn matches(&self, resource: &Value) -> bool {
         self.test.eval(self.def, &self.def.plan, resource) == Some(true)
     }
+
+    /// What this clause sees in `resource` and its verdict, for
+    /// [`explain`](crate::explain). The verdict is [`Clause::matches`] itself; the values
+    /// are extracted by the same plan a second time, so matching pays nothing for this.
+    pub(crate) fn findings<'a>(&self, resource: &'a Value) -> ClauseFindings<'a> {
+        let matched = self.matches(resource);
+        let values = self.def.plan.values(resource);
+        let note = match &values {
+            None => Some(
+                "the parameter's values could not be computed for this resource; the clause fails closed"
+                    .to_owned(),
+            ),
+            Some(found) if found.is_empty() && !matched => Some(format!(
+                "the resource has no value at {}",
+                self.def.plan.describe()
+            )),
+            Some(_) => self.test.note(matched),
+        };
+        ClauseFindings {
+            values,
+            matched,
+            note,
+        }
+    }
+}
+
+/// See [`Clause::findings`].
+pub(crate) struct ClauseFindings<'a> {
+    /// The elements at the parameter's paths (for a composite, the elements its
+    /// components are tested on); `None` when they could not be computed.
+    pub(crate) values: Option<Vec<Cow<'a, Value>>>,
+    pub(crate) matched: bool,
+    /// What a reader needs to know to understand the verdict, if anything.
+    pub(crate) note: Option<String>,
+}
+
+impl Test {
+    /// A note on how the test decides, where its rule is easy to miss.
+    fn note(&self, matched: bool) -> Option<String> {
+        let text = match self {
+            Test::Missing(true) => "':missing=true' passes only when there is no value",
+            Test::Missing(false) => "':missing=false' passes when there is any value",
+            Test::Token { negate: true, .. } => {
+                "':not' passes when no value has the code, also when there is no value"
+            }
+            Test::Token { any_of, .. }
+                if !matched && any_of.iter().any(|q| !matches!(q, TokenQuery::Code(_))) =>
+            {
+                "codes compare exactly (case-sensitive); 'system|code' needs both, '|code' needs no system, 'code' accepts any system"
+            }
+            Test::Token { .. } if !matched => "codes compare exactly (case-sensitive)",
+            Test::TokenText(_) => {
+                "':text' compares the start of display/text, ignoring case and accents"
+            }
+            Test::String {
+                mode: StringMode::StartsWith,
+                ..
+            } if !matched => {
+                "strings compare from the start, ignoring case and accents (':contains' matches anywhere, ':exact' exactly)"
+            }
+            Test::Reference(_) if !matched => {
+                "references compare type and id ('Patient/1', or a bare id of an allowed type); other forms compare the whole reference"
+            }
+            Test::Date(values) if values.iter().any(|(p, _)| *p == Prefix::Ne) => {
+                "'ne' passes when there is a value and none equals the date"
+            }
+            Test::Date(_) if !matched => {
+                "dates compare as ranges at their precision (eq: the value's range lies inside the parameter's)"
+            }
+            Test::Number(values) if values.iter().any(|(p, _)| *p == Prefix::Ne) => {
+                "'ne' passes when there is a value and none equals the number"
+            }
+            Test::Number(_) if !matched => {
+                "numbers compare with the precision written (eq 5.4 accepts 5.35 up to 5.45)"
+            }
+            Test::Quantity(_) if !matched => {
+                "quantities compare the value, and the unit when one is given ('number|system|code' or 'number||code')"
+            }
+            Test::Composite(_) => "every component must hold on the same element",
+            _ => return None,
+        };
+        Some(text.to_owned())
+    }
+}
+
+/// Splits a search URL into its resource type and query string (after the `?`), checking
+/// the form [`SearchQuery::parse`] accepts.
+pub(crate) fn split_criteria(criteria: &str) -> Result<(&str, &str), CriteriaError> {
+    let trimmed = criteria.trim();
+    if trimmed.is_empty() {
+        return err("criteria is empty");
+    }
+    let (path, query) = trimmed.split_once('?').unwrap_or((trimmed, ""));
+    if path.contains(':') {
+        return err(format!(
+            "absolute criteria URLs are not supported: '{trimmed}'; use a relative search URL such as 'Observation?code=...'"
+        ));
+    }
+    let path = path.strip_prefix('/').unwrap_or(path);
+    if path.is_empty() {
+        return err(format!("criteria has no resource type: '{trimmed}'"));
+    }
+    if path.contains('/') {
+        return err(format!(
+            "criteria must have the form '<ResourceType>?<parameters>'; the path '{path}' is not supported"
+        ));
+    }
+    Ok((path, query))
+}
+
+/// The `name[:modifier]=value` segments of a query string, each compiled by
+/// [`parse_param`] into one clause. A leading `?` is accepted; empty segments are skipped.
+pub(crate) fn query_segments(query: &str) -> impl Iterator<Item = &str> {
+    let query = query.strip_prefix('?').unwrap_or(query);
+    query.split('&').filter(|segment| !segment.is_empty())
 }
 
 fn decode(s: &str) -> Result<String, CriteriaError> {

@@ -26,12 +26,22 @@ pub enum Interaction {
 }
 
 impl Interaction {
-    fn from_code(code: &str) -> Option<Interaction> {
+    /// `create`, `update` or `delete`.
+    pub fn from_code(code: &str) -> Option<Interaction> {
         match code {
             "create" => Some(Interaction::Create),
             "update" => Some(Interaction::Update),
             "delete" => Some(Interaction::Delete),
             _ => None,
+        }
+    }
+
+    /// The interaction's code, as in `supportedInteraction`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Interaction::Create => "create",
+            Interaction::Update => "update",
+            Interaction::Delete => "delete",
         }
     }
 }
@@ -55,20 +65,28 @@ pub struct TopicDefinition {
 }
 
 #[derive(Debug, Clone)]
-struct Trigger {
-    resource_type: String,
-    interactions: Vec<Interaction>,
-    previous: Option<SearchQuery>,
-    current: Option<SearchQuery>,
+pub(crate) struct Trigger {
+    pub(crate) resource_type: String,
+    pub(crate) interactions: Vec<Interaction>,
+    pub(crate) previous: Option<TriggerQuery>,
+    pub(crate) current: Option<TriggerQuery>,
     /// `resultForCreate == test-passes`.
-    create_passes: bool,
+    pub(crate) create_passes: bool,
     /// `resultForDelete == test-passes`.
-    delete_passes: bool,
-    require_both: bool,
+    pub(crate) delete_passes: bool,
+    pub(crate) require_both: bool,
     /// `fhirPathCriteria`, evaluated with `%current` and `%previous`.
-    fhir_path: Option<Expression>,
+    pub(crate) fhir_path: Option<Expression>,
     /// The [`CEL_CRITERIA_EXTENSION`] expression.
-    cel: Option<CelFilter>,
+    pub(crate) cel: Option<CelFilter>,
+}
+
+/// A trigger's `queryCriteria.previous` or `.current`: compiled, and as written (without
+/// a leading `Type?`) so an explanation can show each of its clauses.
+#[derive(Debug, Clone)]
+pub(crate) struct TriggerQuery {
+    pub(crate) query: SearchQuery,
+    pub(crate) source: String,
 }
 
 #[derive(Debug, Clone)]
@@ -220,7 +238,7 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
             return err(format!("{cctx} must be an object"));
         }
         let rt = compiled.resource_type.clone();
-        let compile = |key: &str| -> Result<Option<SearchQuery>, CriteriaError> {
+        let compile = |key: &str| -> Result<Option<TriggerQuery>, CriteriaError> {
             let Some(query) = non_empty_str(criteria, key) else {
                 if criteria
                     .get(key)
@@ -233,7 +251,12 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
             let query = query.trim();
             let query = query.strip_prefix(&format!("{rt}?")).unwrap_or(query);
             SearchQuery::parse_for_type(&rt, query)
-                .map(Some)
+                .map(|compiled| {
+                    Some(TriggerQuery {
+                        query: compiled,
+                        source: query.to_owned(),
+                    })
+                })
                 .map_err(|e| CriteriaError::new(format!("{cctx}.{key}: {}", e.message())))
         };
         compiled.previous = compile("previous")?;
@@ -396,10 +419,51 @@ impl TopicDefinition {
             .filter(|t| t.resource_type == resource_type && t.interactions.contains(&interaction))
             .any(|t| t.fires(interaction, current, previous))
     }
+
+    /// The resource triggers, in order, for [`explain`](crate::explain).
+    pub(crate) fn resource_triggers(&self) -> &[Trigger] {
+        &self.triggers
+    }
+}
+
+/// The `event` a trigger's CEL criteria see (see [`CEL_CRITERIA_EXTENSION`]).
+pub(crate) fn cel_event(interaction: Interaction, resource_type: &str) -> Value {
+    serde_json::json!({
+        "interaction": interaction.code(),
+        "resourceType": resource_type,
+    })
+}
+
+/// Evaluates trigger FHIRPath criteria the way a trigger does: the focus and
+/// `%resource` are `current` (or `previous` when there is none), `%current` and
+/// `%previous` are bound (the empty collection when absent). `None` when there is no
+/// resource at all; otherwise `inspect` sees the result.
+pub(crate) fn with_fhir_path_result<R>(
+    expression: &Expression,
+    current: Option<&Value>,
+    previous: Option<&Value>,
+    inspect: impl FnOnce(Result<&[herald_fhirpath::Item<'_>], &herald_fhirpath::FhirPathError>) -> R,
+) -> Option<R> {
+    let root = current.or(previous)?;
+    let empty = Value::Null;
+    let variables = [
+        ("current", current.unwrap_or(&empty)),
+        ("previous", previous.unwrap_or(&empty)),
+    ];
+    let result = expression.evaluate_with_variables(root, &variables);
+    Some(inspect(result.as_deref()))
+}
+
+/// Whether a FHIRPath result fires: only a single `true` does; an error, empty,
+/// `false` or a non-boolean result is no match (fail closed).
+pub(crate) fn fhir_path_result_fires(
+    result: Result<&[herald_fhirpath::Item<'_>], &herald_fhirpath::FhirPathError>,
+) -> bool {
+    matches!(result, Ok([item]) if item.to_json() == Value::Bool(true))
 }
 
 impl Trigger {
-    fn fires(
+    pub(crate) fn fires(
         &self,
         interaction: Interaction,
         current: Option<&Value>,
@@ -408,39 +472,27 @@ impl Trigger {
         self.query_fires(interaction, current, previous)
             && self.fhir_path_fires(current, previous)
             && self.cel.as_ref().is_none_or(|cel| {
-                let event = serde_json::json!({
-                    "interaction": match interaction {
-                        Interaction::Create => "create",
-                        Interaction::Update => "update",
-                        Interaction::Delete => "delete",
-                    },
-                    "resourceType": self.resource_type,
-                });
-                cel.matches(current, previous, &event)
+                cel.matches(
+                    current,
+                    previous,
+                    &cel_event(interaction, &self.resource_type),
+                )
             })
     }
 
-    fn fhir_path_fires(&self, current: Option<&Value>, previous: Option<&Value>) -> bool {
+    pub(crate) fn fhir_path_fires(
+        &self,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+    ) -> bool {
         let Some(expression) = &self.fhir_path else {
             return true;
         };
-        let Some(root) = current.or(previous) else {
-            return false;
-        };
-        let empty = Value::Null;
-        let variables = [
-            ("current", current.unwrap_or(&empty)),
-            ("previous", previous.unwrap_or(&empty)),
-        ];
-        // Only a single `true` fires: an error, empty, `false` or a non-boolean
-        // result is no match (fail closed).
-        match expression.evaluate_with_variables(root, &variables) {
-            Ok(items) => matches!(items.as_slice(), [item] if item.to_json() == Value::Bool(true)),
-            Err(_) => false,
-        }
+        with_fhir_path_result(expression, current, previous, fhir_path_result_fires)
+            .unwrap_or(false)
     }
 
-    fn query_fires(
+    pub(crate) fn query_fires(
         &self,
         interaction: Interaction,
         current: Option<&Value>,
@@ -449,20 +501,36 @@ impl Trigger {
         if self.previous.is_none() && self.current.is_none() {
             return true;
         }
+        let (prev, cur) = self.query_tests(interaction, current, previous);
+        self.combine(prev, cur)
+    }
+
+    /// The previous and current tests (`None`: that criterion is not given).
+    pub(crate) fn query_tests(
+        &self,
+        interaction: Interaction,
+        current: Option<&Value>,
+        previous: Option<&Value>,
+    ) -> (Option<bool>, Option<bool>) {
         let prev = self
             .previous
             .as_ref()
             .map(|q| match (interaction, previous) {
                 (Interaction::Create, _) => self.create_passes,
-                (_, Some(p)) => q.matches(p),
+                (_, Some(p)) => q.query.matches(p),
                 (Interaction::Update, None) => self.create_passes,
                 (Interaction::Delete, None) => false,
             });
         let cur = self.current.as_ref().map(|q| match (interaction, current) {
             (Interaction::Delete, _) => self.delete_passes,
-            (_, Some(c)) => q.matches(c),
+            (_, Some(c)) => q.query.matches(c),
             (_, None) => false,
         });
+        (prev, cur)
+    }
+
+    /// The query criteria's result from the two tests.
+    pub(crate) fn combine(&self, prev: Option<bool>, cur: Option<bool>) -> bool {
         match (prev, cur) {
             (Some(p), Some(c)) if self.require_both => p && c,
             (Some(p), Some(c)) => p || c,

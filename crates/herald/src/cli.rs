@@ -1,8 +1,9 @@
-//! The `herald` command line: serve, migrate. Shared by the `herald` binary and the
+//! The `herald` command line: serve, migrate, bench, criteria. Shared by the `herald` binary and the
 //! integration tests' copy of it (which kill it with SIGKILL).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::{Herald, Mode, Settings};
@@ -45,6 +46,11 @@ enum Command {
     /// Benchmarks that print figures (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(Bench),
+    /// Explain whether a resource matches criteria, clause by clause: prints `match` or
+    /// `no match` and what each clause compared. Exit status 0 = match, 1 = no match,
+    /// 2 = invalid or unsupported criteria (the OperationOutcome is printed) or unreadable
+    /// input. Needs no configuration, database or bus.
+    Criteria(crate::explain::CriteriaArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,14 +115,19 @@ async fn wait_for_signal() {
 }
 
 /// Parses the command line and runs it to completion.
-pub fn main() -> anyhow::Result<()> {
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // Offline and with its own exit statuses: no settings, logging or runtime.
+    if let Command::Criteria(args) = &cli.command {
+        return Ok(crate::explain::run(args));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(Cli::parse()))
+    runtime.block_on(run(cli))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = load(&cli)?;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -149,6 +160,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::open_store(&settings).await?;
             println!("migrations applied");
         }
+        // `main` runs it before settings are read; equally correct here.
+        Command::Criteria(args) => return Ok(crate::explain::run(&args)),
         Command::Serve { .. } => {
             let herald = Herald::start(settings.clone()).await?;
             match &herald.mode {
@@ -170,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             herald.shutdown(Duration::from_secs(15)).await;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

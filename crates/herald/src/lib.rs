@@ -18,6 +18,7 @@
 //! - `herald-api`: the FHIR REST API.
 
 pub mod cli;
+mod explain;
 pub mod settings;
 
 use std::net::SocketAddr;

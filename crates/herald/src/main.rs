@@ -1,5 +1,5 @@
 //! The `herald` binary; see [`herald::cli`].
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     herald::cli::main()
 }

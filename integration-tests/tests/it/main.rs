@@ -4,6 +4,7 @@ mod access;
 mod bad_input;
 mod capture;
 mod delivery;
+mod explain;
 mod faults;
 mod filters;
 mod nats_channel;

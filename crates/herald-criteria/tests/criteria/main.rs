@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cel;
+mod explain;
 mod fhirpath;
 mod filter_param;
 mod fixtures;
