@@ -349,6 +349,17 @@ impl Clause {
     /// are extracted by the same plan a second time, so matching pays nothing for this.
     pub(crate) fn findings<'a>(&self, resource: &'a Value) -> ClauseFindings<'a> {
         let matched = self.matches(resource);
+        if let Test::Filter(_) = &self.test {
+            // A `_filter` reads no element of its own: its comparisons do.
+            return ClauseFindings {
+                values: Some(Vec::new()),
+                matched,
+                note: Some(format!(
+                    "the _filter expression as a whole {}; explain its comparisons one by one as search parameters to see each",
+                    if matched { "holds" } else { "does not hold" }
+                )),
+            };
+        }
         let values = self.def.plan.values(resource);
         let note = match &values {
             None => Some(
