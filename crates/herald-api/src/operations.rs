@@ -1,11 +1,10 @@
 //! `$status` (type and instance level) and `$events`.
 
 use axum::extract::{Path, Query, State};
-use herald_fhir::bundle::{
-    notification_bundle, status_searchset, NotificationEvent, NotificationType, StatusContext,
-};
-use herald_fhir::{Action, PayloadContent, SubscriptionSpec};
-use herald_store::{NotificationRecord, SubscriptionQuery, SubscriptionRecord};
+use herald_delivery::payload::{additional_context, notification_events, ContextScope};
+use herald_fhir::bundle::{notification_bundle, status_searchset, NotificationType, StatusContext};
+use herald_fhir::{PayloadContent, SubscriptionSpec};
+use herald_store::{SubscriptionQuery, SubscriptionRecord};
 
 use crate::body::Fhir;
 use crate::error::{ApiError, ApiResult};
@@ -124,18 +123,6 @@ fn number(params: &[(String, String)], name: &str) -> ApiResult<Option<i64>> {
     }
 }
 
-fn to_event(n: &NotificationRecord) -> NotificationEvent {
-    NotificationEvent {
-        event_number: n.event_number,
-        timestamp: chrono::DateTime::from_timestamp_millis(n.event.occurred_at)
-            .unwrap_or_else(chrono::Utc::now),
-        action: Action::parse(&n.event.action).unwrap_or(Action::Update),
-        resource_type: n.event.resource_type.clone(),
-        resource_id: n.event.resource_id.clone(),
-        resource: n.event.resource.clone(),
-    }
-}
-
 /// `GET [base]/Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=`:
 /// stored events, inclusive bounds, as a `query-event` history bundle. `content` may lower
 /// the subscription's content level, never raise it.
@@ -189,7 +176,15 @@ pub async fn events(
         .store
         .notifications(&caller.tenant, &id, since, until, MAX_EVENTS_PER_CALL)
         .await?;
-    let events: Vec<NotificationEvent> = stored.iter().map(to_event).collect();
+    // The additional context as the subscription's owner would receive it now.
+    let scope = ContextScope {
+        tenant: &caller.tenant,
+        topic_url: topic.as_deref(),
+        content,
+        owner: record.owner.as_ref(),
+    };
+    let context = additional_context(state.store.as_ref(), &scope, &stored).await?;
+    let events = notification_events(&stored, context);
     let ctx = StatusContext {
         base_url: &state.base_url,
         subscription_id: &id,
