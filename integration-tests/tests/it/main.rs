@@ -7,4 +7,5 @@ mod delivery;
 mod faults;
 mod nats_channel;
 mod security;
+mod shape;
 mod spine;
