@@ -333,6 +333,7 @@ pub fn reference_values(resource_type: &str, param: &str, resource: &Value) -> V
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 

@@ -386,7 +386,7 @@ mod tests {
                 SubscriptionStatus::Active,
                 2,
             ),
-            &[ev.clone()],
+            std::slice::from_ref(&ev),
             PayloadContent::FullResource,
         ));
         assert_eq!(ours, theirs);
