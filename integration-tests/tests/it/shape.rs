@@ -94,18 +94,6 @@ fn events(received: &[Received]) -> Vec<Value> {
         .collect()
 }
 
-/// Waits until the bundles at `path` mention `focus`; returns all event bundles so far.
-async fn until_focus(receiver: &Receiver, path: &str, focus: &str) -> Vec<Value> {
-    let focus = focus.to_owned();
-    receiver
-        .wait_for(path, 1, |r| {
-            r.notification_type().as_deref() == Some("event-notification")
-                && r.body.windows(focus.len()).any(|w| w == focus.as_bytes())
-        })
-        .await;
-    events(&receiver.at(path))
-}
-
 async fn put(hub: &TestHub, path: &str, body: Value) {
     let (status, written) = hub.put(path, &body).await;
     assert!(status.is_success(), "PUT {path}: {status} {written}");
@@ -182,18 +170,33 @@ async fn shape(mode: TestMode) {
     .await;
 
     for (path, full) in [("/full", true), ("/id", false)] {
-        until_focus(&receiver, path, "Observation/o2").await;
-        let bundles = receiver
-            .wait_for(path, 1, |r| {
-                r.notification_type().as_deref() == Some("event-notification")
-                    && seen(&[r.json()])
-                        .context
-                        .get(&url("Encounter/e1"))
-                        .is_some_and(|c| c.len() == 3)
-            })
-            .await;
-        let last_encounter = seen(&[bundles[0].json()]);
-        let all = seen(&events(&receiver.at(path)));
+        // Events of different resources may be numbered in any order (production mode
+        // matches concurrently): wait until every focus arrived, the Encounter with its
+        // Observations.
+        let wanted = [url("Observation/o1"), url("Observation/o2")];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let (last_encounter, all) = loop {
+            let bundles = events(&receiver.at(path));
+            let all = seen(&bundles);
+            let complete = bundles.iter().rev().find(|b| {
+                seen(std::slice::from_ref(b))
+                    .context
+                    .get(&url("Encounter/e1"))
+                    .is_some_and(|c| c.len() == 3)
+            });
+            if let Some(bundle) = complete {
+                if wanted.iter().all(|w| all.context.contains_key(w)) {
+                    break (bundle.clone(), all);
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path}: not every notification arrived: {bundles:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let bundle = last_encounter;
+        let last_encounter = seen(std::slice::from_ref(&bundle));
 
         let set = |refs: &[&str]| refs.iter().map(|r| url(r)).collect::<BTreeSet<_>>();
         assert_eq!(
@@ -218,7 +221,6 @@ async fn shape(mode: TestMode) {
             assert_eq!(method, "GET", "{path}: {reference} entry request");
         }
         if full {
-            let bundle = bundles[0].json();
             let patient = bundle["entry"]
                 .as_array()
                 .and_then(|e| e.iter().find(|x| x["fullUrl"] == url("Patient/p1")))
