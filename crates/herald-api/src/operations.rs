@@ -2,11 +2,10 @@
 
 use axum::extract::{Path, Query, State};
 use herald_delivery::access::permits;
-use herald_fhir::bundle::{
-    notification_bundle, status_searchset, NotificationEvent, NotificationType, StatusContext,
-};
-use herald_fhir::{Action, PayloadContent, SubscriptionSpec};
-use herald_store::{NotificationRecord, SubscriptionQuery, SubscriptionRecord};
+use herald_delivery::payload::{additional_context, notification_events, ContextScope};
+use herald_fhir::bundle::{notification_bundle, status_searchset, NotificationType, StatusContext};
+use herald_fhir::{PayloadContent, SubscriptionSpec};
+use herald_store::{SubscriptionQuery, SubscriptionRecord};
 
 use crate::body::Fhir;
 use crate::error::{ApiError, ApiResult};
@@ -125,18 +124,6 @@ fn number(params: &[(String, String)], name: &str) -> ApiResult<Option<i64>> {
     }
 }
 
-fn to_event(n: &NotificationRecord) -> NotificationEvent {
-    NotificationEvent {
-        event_number: n.event_number,
-        timestamp: chrono::DateTime::from_timestamp_millis(n.event.occurred_at)
-            .unwrap_or_else(chrono::Utc::now),
-        action: Action::parse(&n.event.action).unwrap_or(Action::Update),
-        resource_type: n.event.resource_type.clone(),
-        resource_id: n.event.resource_id.clone(),
-        resource: n.event.resource.clone(),
-    }
-}
-
 /// `GET [base]/Subscription/[id]/$events?eventsSinceNumber=&eventsUntilNumber=&content=`:
 /// stored events, inclusive bounds, as a `query-event` history bundle. `content` may lower
 /// the subscription's content level, never raise it.
@@ -200,14 +187,22 @@ pub async fn events(
     // As at every send: nothing the subscription's owner, or this caller, may no longer
     // read; a withheld event leaves a gap in the numbers.
     let caller_grant = caller.owner();
-    let events: Vec<NotificationEvent> = stored
-        .iter()
+    let stored: Vec<_> = stored
+        .into_iter()
         .filter(|n| {
             permits(record.owner.as_ref(), &n.event).is_ok()
                 && permits(caller_grant.as_ref(), &n.event).is_ok()
         })
-        .map(to_event)
         .collect();
+    // The additional context as the subscription's owner would receive it now.
+    let scope = ContextScope {
+        tenant: &caller.tenant,
+        topic_url: topic.as_deref(),
+        content,
+        owner: record.owner.as_ref(),
+    };
+    let context = additional_context(state.store.as_ref(), &scope, &stored).await?;
+    let events = notification_events(&stored, context);
     let ctx = StatusContext {
         base_url: &state.base_url,
         subscription_id: &id,

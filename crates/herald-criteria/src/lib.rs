@@ -3,7 +3,11 @@
 //! (query criteria with previous/current semantics) and subscription filters
 //! (`filterBy` / backport filter criteria), FHIRPath trigger criteria (through
 //! `herald-fhirpath`) and CEL filters ([`CelFilter`]), all over resources held as
-//! `serde_json::Value`; [`explain`] says why a resource does or does not match. Search parameters come from the official R4 definitions
+//! `serde_json::Value`. A topic's `notificationShape` is validated here too and the
+//! references it follows are evaluated with the same search-parameter paths
+//! ([`NotificationShapes`], [`reference_values`]); the built-in topics' JSON is kept
+//! here ([`BUILTIN_TOPIC_JSON`]); [`explain`] says why a resource does or does not match.
+//! Search parameters come from the official R4 definitions
 //! (`registry`, over `schemas/search-parameters/r4.json`), their FHIRPath
 //! expressions translated into element paths (`translate`) or compiled once for the
 //! FHIRPath evaluator (`plan`); number and quantity values live in `number`. The
@@ -12,6 +16,7 @@
 //! and evaluation never panics. It must not know about storage, message buses or
 //! HTTP: callers hand it resources and get booleans back.
 
+mod builtin;
 mod cel;
 mod date;
 mod error;
@@ -23,14 +28,17 @@ mod number;
 mod plan;
 mod registry;
 mod search;
+mod shape;
 mod topic;
 mod translate;
 mod values;
 
+pub use builtin::BUILTIN_TOPIC_JSON;
 pub use cel::CelFilter;
 pub use error::CriteriaError;
 pub use explain::{explain, ClauseExplanation, ExplainRequest, Explanation, Language};
 pub use filter::SubscriptionFilters;
 pub use keys::{resource_index_values, EqualityKey, IndexParam};
 pub use search::SearchQuery;
+pub use shape::{reference_values, NotificationShape, NotificationShapes, ShapeDirective};
 pub use topic::{Interaction, TopicDefinition, CEL_CRITERIA_EXTENSION};

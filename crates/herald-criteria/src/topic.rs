@@ -5,8 +5,9 @@
 //! Trigger semantics follow the FHIR reference implementation (fhir-candle) as specified
 //! on [`TopicDefinition::triggers`]. `fhirPathCriteria` is compiled with
 //! `herald-fhirpath`; a CEL expression may be added to a trigger with the extension
-//! [`CEL_CRITERIA_EXTENSION`]. Event triggers are rejected (fail closed);
-//! `notificationShape` is accepted and ignored here.
+//! [`CEL_CRITERIA_EXTENSION`]. Event triggers are rejected (fail closed).
+//! `notificationShape` is parsed and validated by [`shape`](crate::shape) and exposed
+//! per focus type ([`TopicDefinition::notification_shape`]).
 
 use serde_json::Value;
 
@@ -16,6 +17,7 @@ use crate::cel::CelFilter;
 use crate::error::{err, CriteriaError};
 use crate::registry;
 use crate::search::SearchQuery;
+use crate::shape::{NotificationShape, NotificationShapes};
 
 /// A resource interaction a topic can trigger on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +64,7 @@ pub struct TopicDefinition {
     pub(crate) url: String,
     triggers: Vec<Trigger>,
     pub(crate) can_filter_by: Vec<FilterDecl>,
+    shapes: NotificationShapes,
 }
 
 #[derive(Debug, Clone)]
@@ -276,7 +279,8 @@ impl TopicDefinition {
     /// Compiles an R4B/R5 `SubscriptionTopic` resource. See the crate docs for what is
     /// accepted; anything unsupported (event triggers, FHIRPath criteria using
     /// terminology functions or failing to parse, invalid CEL criteria, unknown search
-    /// parameters in query criteria or canFilterBy) is an error.
+    /// parameters in query criteria or canFilterBy, notificationShape directives that
+    /// cannot be resolved) is an error.
     pub fn from_resource(topic: &Value) -> Result<TopicDefinition, CriteriaError> {
         match topic.get("resourceType").and_then(Value::as_str) {
             Some("SubscriptionTopic") => {}
@@ -305,7 +309,9 @@ impl TopicDefinition {
             url: url.to_owned(),
             triggers,
             can_filter_by: Vec::new(),
+            shapes: NotificationShapes::default(),
         };
+        definition.shapes = NotificationShapes::parse(topic, &definition.resource_types())?;
         let decls = match topic.get("canFilterBy") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items.iter().collect(),
@@ -376,6 +382,16 @@ impl TopicDefinition {
     /// The topic's canonical URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The `notificationShape` for focus resources of `resource_type`, if declared.
+    pub fn notification_shape(&self, resource_type: &str) -> Option<&NotificationShape> {
+        self.shapes.for_resource(resource_type)
+    }
+
+    /// All of the topic's notification shapes.
+    pub fn notification_shapes(&self) -> &NotificationShapes {
+        &self.shapes
     }
 
     /// The distinct resource types of the topic's resource triggers, in order.

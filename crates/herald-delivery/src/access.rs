@@ -177,6 +177,22 @@ impl AccessGuard {
 /// and for a patient-limited grant, the resource in that patient's compartment. `Ok` for
 /// subscriptions without an owner (development mode).
 pub fn permits(owner: Option<&SubscriptionOwner>, event: &EventRecord) -> Result<(), String> {
+    permits_resource(
+        owner,
+        &event.resource_type,
+        &event.resource_id,
+        event.resource.as_ref(),
+    )
+}
+
+/// [`permits`] for any resource sent to the owner, such as a notification's additional
+/// context (`resource`: its content, `None` when no copy is at hand).
+pub fn permits_resource(
+    owner: Option<&SubscriptionOwner>,
+    resource_type: &str,
+    resource_id: &str,
+    resource: Option<&serde_json::Value>,
+) -> Result<(), String> {
     let Some(owner) = owner else {
         return Ok(());
     };
@@ -189,7 +205,7 @@ pub fn permits(owner: Option<&SubscriptionOwner>, event: &EventRecord) -> Result
         expires_at: u64::MAX,
         token_id: owner.token_id.clone(),
     };
-    let patient = match principal.access(&event.resource_type, Permission::Read) {
+    let patient = match principal.access(resource_type, Permission::Read) {
         Err(e) => return Err(format!("the owner's grant no longer covers it: {e}")),
         Ok(Access::System) => None,
         Ok(Access::User) => owner.patient.clone(),
@@ -198,12 +214,11 @@ pub fn permits(owner: Option<&SubscriptionOwner>, event: &EventRecord) -> Result
     let Some(patient) = patient else {
         return Ok(());
     };
-    if in_patient_compartment(event, &patient) {
+    if in_patient_compartment(resource_type, resource_id, resource, &patient) {
         Ok(())
     } else {
         Err(format!(
-            "{}/{} is not in the compartment of Patient/{patient}",
-            event.resource_type, event.resource_id
+            "{resource_type}/{resource_id} is not in the compartment of Patient/{patient}"
         ))
     }
 }
@@ -211,11 +226,16 @@ pub fn permits(owner: Option<&SubscriptionOwner>, event: &EventRecord) -> Result
 /// Conservative compartment test: the Patient itself, or a resource whose `subject` or
 /// `patient` reference names the patient. A resource linked to its patient some other way
 /// (or a deletion that kept no copy) is treated as outside: withheld, never leaked.
-fn in_patient_compartment(event: &EventRecord, patient: &str) -> bool {
-    if event.resource_type == "Patient" {
-        return event.resource_id == patient;
+fn in_patient_compartment(
+    resource_type: &str,
+    resource_id: &str,
+    resource: Option<&serde_json::Value>,
+    patient: &str,
+) -> bool {
+    if resource_type == "Patient" {
+        return resource_id == patient;
     }
-    let Some(resource) = &event.resource else {
+    let Some(resource) = resource else {
         return false;
     };
     let wanted = format!("Patient/{patient}");

@@ -14,8 +14,13 @@
 //! The NATS channel ([`nats_channel`]) shares that bookkeeping: a NATS-channel
 //! subscription's bundles are published to its subject in the tenant's namespace, and
 //! count as delivered once JetStream acknowledged them.
+//!
+//! Every channel's event bundles carry the additional context of the subscription's topic
+//! (`notificationShape` includes / revIncludes), resolved in one place
+//! ([`payload::additional_context`]).
 
 pub mod access;
+mod context;
 pub mod nats_channel;
 pub mod payload;
 mod retry;

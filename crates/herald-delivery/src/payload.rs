@@ -2,10 +2,12 @@
 
 use chrono::{TimeZone, Utc};
 use herald_fhir::bundle::{
-    notification_bundle, NotificationEvent, NotificationType, StatusContext,
+    notification_bundle, AdditionalContext, NotificationEvent, NotificationType, StatusContext,
 };
 use herald_fhir::{Action, PayloadContent, SubscriptionSpec};
 use herald_store::{NotificationRecord, SubscriptionKey, SubscriptionRecord};
+
+pub use crate::context::{additional_context, ContextScope, MAX_ADDITIONAL_CONTEXT_PER_EVENT};
 
 /// What a notification bundle is about, for channels that label their messages (the NATS
 /// channel's headers and dedup id).
@@ -43,20 +45,51 @@ pub fn to_notification_event(n: &NotificationRecord) -> NotificationEvent {
         resource_type: n.event.resource_type.clone(),
         resource_id: n.event.resource_id.clone(),
         resource: n.event.resource.clone(),
+        additional_context: Vec::new(),
     }
+}
+
+/// The events of `records`, each with its additional context (as [`additional_context`]
+/// returns it: one list per record, in order; missing lists mean none).
+pub fn notification_events(
+    records: &[NotificationRecord],
+    context: Vec<Vec<AdditionalContext>>,
+) -> Vec<NotificationEvent> {
+    let mut context = context.into_iter();
+    records
+        .iter()
+        .map(|n| NotificationEvent {
+            additional_context: context.next().unwrap_or_default(),
+            ..to_notification_event(n)
+        })
+        .collect()
 }
 
 fn endpoint(spec: &SubscriptionSpec) -> String {
     spec.endpoint.clone().unwrap_or_default()
 }
 
-/// A Backport notification bundle POSTed to the endpoint.
+/// A Backport notification bundle POSTed to the endpoint, without additional context
+/// (handshakes, heartbeats; see [`bundle_request_with_context`]).
 pub fn bundle_request(
     base_url: &str,
     record: &SubscriptionRecord,
     spec: &SubscriptionSpec,
     kind: NotificationType,
     events: &[NotificationRecord],
+) -> OutgoingRequest {
+    bundle_request_with_context(base_url, record, spec, kind, events, Vec::new())
+}
+
+/// A Backport notification bundle POSTed to the endpoint, each event with its
+/// additional context (from [`additional_context`]).
+pub fn bundle_request_with_context(
+    base_url: &str,
+    record: &SubscriptionRecord,
+    spec: &SubscriptionSpec,
+    kind: NotificationType,
+    events: &[NotificationRecord],
+    context: Vec<Vec<AdditionalContext>>,
 ) -> OutgoingRequest {
     let content = spec.content.unwrap_or(PayloadContent::IdOnly);
     let ctx = StatusContext {
@@ -68,7 +101,7 @@ pub fn bundle_request(
         events_since_subscription_start: record.events_since_start,
         error: None,
     };
-    let events: Vec<NotificationEvent> = events.iter().map(to_notification_event).collect();
+    let events = notification_events(events, context);
     let label = BundleLabel {
         subscription: record.key.clone(),
         version_id: record.version_id,

@@ -20,7 +20,10 @@ use herald_audit::{AuditEntry, AuditKind, AuditOutcome};
 
 use crate::access::{permits, AccessGuard};
 use crate::nats_channel::NatsChannel;
-use crate::payload::{bundle_request, classic_request, OutgoingRequest};
+use crate::payload::{
+    additional_context, bundle_request, bundle_request_with_context, classic_request, ContextScope,
+    OutgoingRequest,
+};
 use crate::retry::RetrySchedule;
 
 /// Settings for rest-hook delivery.
@@ -386,12 +389,15 @@ impl RestHookWorker {
             let mut current = record.clone();
             current.events_since_start = current.events_since_start.max(last);
             let request = if spec.delivers_bundles() {
-                bundle_request(
+                let scope = ContextScope::of(record, spec);
+                let context = additional_context(store.as_ref(), &scope, &sendable).await?;
+                bundle_request_with_context(
                     &self.inner.config.base_url,
                     &current,
                     spec,
                     NotificationType::EventNotification,
                     &sendable,
+                    context,
                 )
             } else {
                 classic_request(spec, &sendable[0])

@@ -4,6 +4,12 @@
 //! `history` Bundle whose first entry is the `backport-subscription-status-r4` Parameters,
 //! with `request` (a GET of `$status`) and `response` on every entry; `topic` omitted for
 //! `empty` content; `focus` and resource entries only for `id-only` / `full-resource`.
+//! An event's additional context (a topic's `notificationShape`) is listed as
+//! `additional-context` references of its `notification-event` and as entries after the
+//! event's focus entry, as in `Bundle-r4-notification-multi-resource.json`: a GET of the
+//! resource answered 200, with the resource only for `full-resource`.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
@@ -63,6 +69,23 @@ pub struct NotificationEvent {
     pub resource_id: String,
     /// The focus resource (current version, or the deleted one); used for full-resource.
     pub resource: Option<Value>,
+    /// Resources the topic's `notificationShape` adds to this event (empty: none).
+    pub additional_context: Vec<AdditionalContext>,
+}
+
+/// A resource sent along with an event's focus (`notification-event.additional-context`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdditionalContext {
+    pub resource_type: String,
+    pub resource_id: String,
+    /// The resource (its latest version); used for full-resource.
+    pub resource: Option<Value>,
+}
+
+impl AdditionalContext {
+    fn url(&self, base_url: &str) -> String {
+        format!("{base_url}/{}/{}", self.resource_type, self.resource_id)
+    }
 }
 
 /// FHIR instant with millisecond precision.
@@ -99,6 +122,9 @@ pub fn status_parameters(
         ];
         if content != PayloadContent::Empty {
             parts.push(json!({"name": "focus", "valueReference": {"reference": resource_url(ctx.base_url, event)}}));
+            for context in &event.additional_context {
+                parts.push(json!({"name": "additional-context", "valueReference": {"reference": context.url(ctx.base_url)}}));
+            }
         }
         parameters.push(json!({"name": "notification-event", "part": parts}));
     }
@@ -150,7 +176,25 @@ fn event_entry(base_url: &str, event: &NotificationEvent, content: PayloadConten
     Value::Object(entry)
 }
 
-/// A Backport R4 notification bundle (`history`).
+/// An entry for an additional-context resource: a read of its latest version.
+fn context_entry(base_url: &str, context: &AdditionalContext, content: PayloadContent) -> Value {
+    let mut entry = Map::new();
+    entry.insert("fullUrl".into(), json!(context.url(base_url)));
+    if content == PayloadContent::FullResource {
+        if let Some(resource) = &context.resource {
+            entry.insert("resource".into(), resource.clone());
+        }
+    }
+    entry.insert(
+        "request".into(),
+        json!({"method": "GET", "url": format!("{}/{}", context.resource_type, context.resource_id)}),
+    );
+    entry.insert("response".into(), json!({"status": "200"}));
+    Value::Object(entry)
+}
+
+/// A Backport R4 notification bundle (`history`). Each event's focus entry is followed by
+/// entries for its additional context not already listed for an earlier event.
 pub fn notification_bundle(
     ctx: &StatusContext<'_>,
     events: &[NotificationEvent],
@@ -158,7 +202,16 @@ pub fn notification_bundle(
 ) -> Value {
     let mut entries = vec![status_entry(ctx, status_parameters(ctx, events, content))];
     if content != PayloadContent::Empty {
-        entries.extend(events.iter().map(|e| event_entry(ctx.base_url, e, content)));
+        let mut listed: HashSet<(&str, &str)> = HashSet::new();
+        for event in events {
+            entries.push(event_entry(ctx.base_url, event, content));
+            for context in &event.additional_context {
+                let key = (context.resource_type.as_str(), context.resource_id.as_str());
+                if listed.insert(key) {
+                    entries.push(context_entry(ctx.base_url, context, content));
+                }
+            }
+        }
     }
     json!({
         "resourceType": "Bundle",
@@ -215,6 +268,7 @@ mod tests {
             resource_type: "Encounter".into(),
             resource_id: "86009987".into(),
             resource: Some(json!({"resourceType": "Encounter", "id": "86009987"})),
+            additional_context: Vec::new(),
         }
     }
 
@@ -302,6 +356,114 @@ mod tests {
             "https://example.org/fhir/Encounter/86009987-eabe-42bf-8c02-b112b18cb616"
         );
         assert_eq!(ours["entry"][1]["request"]["method"], "POST");
+    }
+
+    fn patient_context() -> AdditionalContext {
+        AdditionalContext {
+            resource_type: "Patient".into(),
+            resource_id: "1599eb66-431a-447c-a3de-6897fe9ae9a1".into(),
+            resource: Some(json!({
+                "resourceType": "Patient",
+                "id": "1599eb66-431a-447c-a3de-6897fe9ae9a1",
+                "active": true,
+                "name": [{"use": "usual", "text": "Example Patient", "family": "Patient", "given": ["Example"]}]
+            })),
+        }
+    }
+
+    #[test]
+    fn additional_context_matches_the_official_multi_resource_example() {
+        let theirs = example("Bundle-r4-notification-multi-resource.json");
+        let ev = NotificationEvent {
+            resource_id: "86009987-eabe-42bf-8c02-b112b18cb616".into(),
+            resource: Some(theirs["entry"][1]["resource"].clone()),
+            additional_context: vec![patient_context()],
+            ..event()
+        };
+        let ours = shape(notification_bundle(
+            &ctx(
+                NotificationType::EventNotification,
+                SubscriptionStatus::Active,
+                2,
+            ),
+            std::slice::from_ref(&ev),
+            PayloadContent::FullResource,
+        ));
+        assert_eq!(ours, theirs);
+
+        // id-only: the same references and entries, without resources.
+        let id_only = shape(notification_bundle(
+            &ctx(
+                NotificationType::EventNotification,
+                SubscriptionStatus::Active,
+                2,
+            ),
+            &[ev],
+            PayloadContent::IdOnly,
+        ));
+        assert_eq!(
+            id_only["entry"][0]["resource"]["parameter"][5],
+            theirs["entry"][0]["resource"]["parameter"][5]
+        );
+        let entries = id_only["entry"].as_array().expect("entries");
+        assert_eq!(entries.len(), 3);
+        assert!(entries[1..].iter().all(|e| e.get("resource").is_none()));
+        assert_eq!(entries[2]["fullUrl"], theirs["entry"][2]["fullUrl"]);
+        assert_eq!(entries[2]["request"], theirs["entry"][2]["request"]);
+        assert_eq!(entries[2]["response"], theirs["entry"][2]["response"]);
+    }
+
+    #[test]
+    fn additional_context_is_listed_per_event_and_entered_once() {
+        let first = NotificationEvent {
+            additional_context: vec![patient_context()],
+            ..event()
+        };
+        let second = NotificationEvent {
+            event_number: 3,
+            resource_id: "other".into(),
+            additional_context: vec![patient_context()],
+            ..event()
+        };
+        let ours = notification_bundle(
+            &ctx(
+                NotificationType::EventNotification,
+                SubscriptionStatus::Active,
+                3,
+            ),
+            &[first.clone(), second.clone()],
+            PayloadContent::FullResource,
+        );
+        let urls: Vec<&str> = ours["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["fullUrl"].as_str())
+            .collect();
+        assert_eq!(
+            urls[1..],
+            [
+                "https://example.org/fhir/Encounter/86009987",
+                "https://example.org/fhir/Patient/1599eb66-431a-447c-a3de-6897fe9ae9a1",
+                "https://example.org/fhir/Encounter/other",
+            ]
+        );
+        let parameters = &ours["entry"][0]["resource"]["parameter"];
+        for event in [&parameters[5], &parameters[6]] {
+            assert_eq!(event["part"][3]["name"], "additional-context");
+        }
+        // empty: neither references nor entries.
+        let empty = notification_bundle(
+            &ctx(
+                NotificationType::EventNotification,
+                SubscriptionStatus::Active,
+                3,
+            ),
+            &[first, second],
+            PayloadContent::Empty,
+        );
+        assert_eq!(empty["entry"].as_array().map(Vec::len), Some(1));
+        assert!(!empty.to_string().contains("additional-context"));
     }
 
     #[test]

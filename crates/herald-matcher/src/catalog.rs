@@ -4,14 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use herald_criteria::TopicDefinition;
+use herald_criteria::{TopicDefinition, BUILTIN_TOPIC_JSON};
 use herald_store::{Store, StoreResult};
 use serde_json::Value;
-
-const BUILTIN_TOPIC_JSON: &[&str] = &[
-    include_str!("../topics/lab-result.json"),
-    include_str!("../topics/medication-order.json"),
-];
 
 struct Builtins {
     resources: Vec<Value>,

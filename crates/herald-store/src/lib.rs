@@ -95,6 +95,19 @@ pub trait Store: Send + Sync + 'static {
         resource_type: &str,
         id: &str,
     ) -> StoreResult<Option<StoredResource>>;
+    /// Live (not deleted) resources of `resource_type` in `tenant` whose stored JSON
+    /// contains `text` verbatim, in id order, at most `limit`. A cheap prefilter for
+    /// reverse-reference lookups (a topic's `notificationShape` revInclude): it may
+    /// over-match (SQLite compares ASCII case-insensitively; the text may occur anywhere
+    /// in the resource), so callers verify each row exactly. `%`, `_` and `\` in `text`
+    /// are matched literally. Scans the tenant's rows of that type: no index helps.
+    async fn resources_containing(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        text: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredResource>>;
     /// Compare-and-set: writes `new` only if the stored sequence is still `expected_seq`
     /// (`None` = no row yet). Returns whether it was written.
     async fn put_resource(

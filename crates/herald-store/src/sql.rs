@@ -105,6 +105,20 @@ fn parse_status(code: &str) -> StoreResult<SubscriptionStatus> {
         .ok_or_else(|| StoreError::Corrupt(format!("unknown status '{code}'")))
 }
 
+/// A `LIKE` pattern matching any text that contains `text` (escape character `\`).
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 const SUBSCRIPTION_COLUMNS: &str = "tenant, id, version_id, resource, status, error, criteria, channel_type, \
      heartbeat_period, delivery_state, events_since_start, delivered_through, attempts, next_attempt_at, \
      last_sent_at, created_at, updated_at, owner";
@@ -352,6 +366,18 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(Self::stored_resource).transpose()
+            }
+
+            async fn resources_containing(&self, tenant: &str, resource_type: &str, text: &str, limit: i64) -> StoreResult<Vec<StoredResource>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources \
+                     WHERE tenant = $1 AND resource_type = $2 AND deleted = 0 AND resource LIKE $3 ESCAPE '\\' \
+                     ORDER BY id LIMIT $4"
+                ))
+                .bind(tenant).bind(resource_type).bind(like_pattern(text)).bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::stored_resource).collect()
             }
 
             async fn put_resource(&self, new: &StoredResource, expected_seq: Option<i64>) -> StoreResult<bool> {

@@ -644,3 +644,128 @@ async fn sqlite_claims_only_push_channels() {
 async fn postgres_claims_only_push_channels() {
     claims_only_push_channels(&fresh_postgres().await).await;
 }
+
+/// `resources_containing`: the revInclude prefilter over the latest versions.
+async fn resources_containing(store: &dyn Store) {
+    let put = |tenant: &str, ty: &str, id: &str, deleted: bool, resource: serde_json::Value| {
+        StoredResource {
+            tenant: tenant.into(),
+            resource_type: ty.into(),
+            id: id.into(),
+            seq: 1,
+            version_id: "1".into(),
+            deleted,
+            resource: Some(resource),
+            updated_at: 1,
+            pending_event: None,
+        }
+    };
+    let rows = [
+        put(
+            "t1",
+            "Observation",
+            "o2",
+            false,
+            json!({"id": "o2", "encounter": {"reference": "Encounter/e1"}}),
+        ),
+        put(
+            "t1",
+            "Observation",
+            "o1",
+            false,
+            json!({"id": "o1", "encounter": {"reference": "https://ehr.example/fhir/Encounter/e1"}}),
+        ),
+        put(
+            "t1",
+            "Observation",
+            "o3",
+            false,
+            json!({"id": "o3", "encounter": {"reference": "Encounter/e12"}}),
+        ),
+        put(
+            "t1",
+            "Observation",
+            "o4",
+            true,
+            json!({"id": "o4", "encounter": {"reference": "Encounter/e1"}}),
+        ),
+        put(
+            "t1",
+            "Observation",
+            "o5",
+            false,
+            json!({"id": "o5", "note": [{"text": "100% of Encounter/a_b\\c\""}]}),
+        ),
+        put(
+            "t1",
+            "Observation",
+            "o6",
+            false,
+            json!({"id": "o6", "note": [{"text": "Encounter/aXb\\c\""}]}),
+        ),
+        put(
+            "t1",
+            "Condition",
+            "c1",
+            false,
+            json!({"id": "c1", "encounter": {"reference": "Encounter/e1"}}),
+        ),
+        put(
+            "t2",
+            "Observation",
+            "o1",
+            false,
+            json!({"id": "o1", "encounter": {"reference": "Encounter/e1"}}),
+        ),
+    ];
+    for row in &rows {
+        assert!(store.put_resource(row, None).await.expect("put"));
+    }
+    let ids = |found: Vec<StoredResource>| found.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let found = store
+        .resources_containing("t1", "Observation", "Encounter/e1\"", 10)
+        .await
+        .expect("search");
+    assert_eq!(
+        ids(found),
+        ["o1", "o2"],
+        "live rows of that type and tenant, by id; not e12, not deleted, not other types or tenants"
+    );
+    let found = store
+        .resources_containing("t1", "Observation", "Encounter/e1", 1)
+        .await
+        .expect("search");
+    assert_eq!(ids(found), ["o1"], "limited");
+    // LIKE wildcards and the escape character in the text are literal.
+    let found = store
+        .resources_containing("t1", "Observation", "Encounter/a_b\\\\c", 10)
+        .await
+        .expect("search");
+    assert_eq!(ids(found), ["o5"]);
+    let found = store
+        .resources_containing("t1", "Observation", "100%", 10)
+        .await
+        .expect("search");
+    assert_eq!(ids(found), ["o5"]);
+    assert!(store
+        .resources_containing("t1", "Observation", "%", 10)
+        .await
+        .expect("search")
+        .iter()
+        .all(|r| r.id == "o5"));
+    assert!(store
+        .resources_containing("t3", "Observation", "Encounter/e1", 10)
+        .await
+        .expect("search")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_resources_containing() {
+    resources_containing(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_resources_containing() {
+    resources_containing(&fresh_postgres().await).await;
+}

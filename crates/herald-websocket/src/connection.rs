@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use herald_delivery::access::permits;
+use herald_delivery::payload::additional_context;
 use herald_fhir::{IssueType, OperationOutcome, SubscriptionStatus};
 use herald_store::{SubscriptionKey, SubscriptionRecord};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -342,7 +343,22 @@ impl Connection<'_> {
                     return Ok(Err(unavailable()));
                 }
             };
+            let contexts = match style {
+                BindingStyle::Bundles => {
+                    let scope = view.context_scope(record.owner.as_ref());
+                    match additional_context(hub.store.as_ref(), &scope, &page).await {
+                        Ok(contexts) => contexts,
+                        Err(e) => {
+                            tracing::error!(subscription = %key.id, error = %e, "resolving additional context for a websocket replay failed");
+                            return Ok(Err(unavailable()));
+                        }
+                    }
+                }
+                BindingStyle::Ping => Vec::new(),
+            };
+            let mut contexts = contexts.into_iter();
             for notification in &page {
+                let context = contexts.next().unwrap_or_default();
                 if let Err(reason) = permits(record.owner.as_ref(), &notification.event) {
                     if let Some(guard) = &hub.guard {
                         guard
@@ -353,7 +369,9 @@ impl Connection<'_> {
                     continue;
                 }
                 let frame = match style {
-                    BindingStyle::Bundles => view.event(&hub.config.base_url, notification),
+                    BindingStyle::Bundles => {
+                        view.event(&hub.config.base_url, notification, context)
+                    }
                     BindingStyle::Ping => view.ping(),
                 };
                 io.send_text(frame).await?;

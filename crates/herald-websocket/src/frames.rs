@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use herald_delivery::payload::to_notification_event;
-use herald_fhir::bundle::{notification_bundle, NotificationType, StatusContext};
+use herald_delivery::payload::{notification_events, ContextScope};
+use herald_fhir::bundle::{
+    notification_bundle, AdditionalContext, NotificationType, StatusContext,
+};
 use herald_fhir::{OperationOutcome, PayloadContent, SubscriptionSpec, SubscriptionSpecError};
-use herald_store::{NotificationRecord, SubscriptionKey, SubscriptionRecord};
+use herald_store::{NotificationRecord, SubscriptionKey, SubscriptionOwner, SubscriptionRecord};
 
 /// What a websocket subscription's frames are built from: the parts of its resource that
 /// only change with its version (parsed once per version) and its live counters.
@@ -68,11 +70,23 @@ impl SubscriptionView {
         })
     }
 
+    /// What the additional context of this subscription's event frames is resolved for
+    /// (`owner`: the subscription's, whose grant the context must fall under).
+    pub fn context_scope<'a>(&'a self, owner: Option<&'a SubscriptionOwner>) -> ContextScope<'a> {
+        ContextScope {
+            tenant: &self.key.tenant,
+            topic_url: self.shape.topic_url.as_deref(),
+            content: self.shape.content,
+            owner,
+        }
+    }
+
     fn bundle(
         &self,
         base_url: &str,
         kind: NotificationType,
         events: &[NotificationRecord],
+        context: Vec<Vec<AdditionalContext>>,
     ) -> Utf8Bytes {
         let ctx = StatusContext {
             base_url,
@@ -83,25 +97,32 @@ impl SubscriptionView {
             events_since_subscription_start: self.events_since_start,
             error: None,
         };
-        let events: Vec<_> = events.iter().map(to_notification_event).collect();
+        let events = notification_events(events, context);
         let bundle = notification_bundle(&ctx, &events, self.shape.content);
         Utf8Bytes::from(bundle.to_string())
     }
 
     pub fn handshake(&self, base_url: &str) -> Utf8Bytes {
-        self.bundle(base_url, NotificationType::Handshake, &[])
+        self.bundle(base_url, NotificationType::Handshake, &[], Vec::new())
     }
 
     pub fn heartbeat(&self, base_url: &str) -> Utf8Bytes {
-        self.bundle(base_url, NotificationType::Heartbeat, &[])
+        self.bundle(base_url, NotificationType::Heartbeat, &[], Vec::new())
     }
 
-    /// One event-notification bundle per event, so every frame has one event number.
-    pub fn event(&self, base_url: &str, notification: &NotificationRecord) -> Utf8Bytes {
+    /// One event-notification bundle per event, so every frame has one event number;
+    /// `context` is the event's additional context (see [`Self::context_scope`]).
+    pub fn event(
+        &self,
+        base_url: &str,
+        notification: &NotificationRecord,
+        context: Vec<AdditionalContext>,
+    ) -> Utf8Bytes {
         self.bundle(
             base_url,
             NotificationType::EventNotification,
             std::slice::from_ref(notification),
+            vec![context],
         )
     }
 

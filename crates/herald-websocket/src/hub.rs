@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use herald_delivery::access::{permits, AccessGuard};
+use herald_delivery::payload::additional_context;
 use herald_store::{Store, SubscriptionKey, SubscriptionQuery, SubscriptionRecord};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -377,9 +378,23 @@ impl WebSocketHub {
                     }
                 };
                 more |= notifications.len() as i64 == page_size;
+                let contexts = if p.styles.0 {
+                    let scope = view.context_scope(owner);
+                    match additional_context(self.store.as_ref(), &scope, &notifications).await {
+                        Ok(contexts) => contexts,
+                        Err(e) => {
+                            tracing::warn!(subscription = %id, error = %e, "resolving additional context for websocket fan-out failed; retrying at the next poll");
+                            continue;
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                let mut contexts = contexts.into_iter();
                 let base_url = &self.config.base_url;
                 let ping = view.ping();
                 for n in &notifications {
+                    let context = contexts.next().unwrap_or_default();
                     // A notification the owner's grant no longer covers is withheld: its
                     // number passes with no frame.
                     if let Err(reason) = permits(owner, &n.event) {
@@ -389,7 +404,7 @@ impl WebSocketHub {
                         frames.push((n.event_number, None, None));
                         continue;
                     }
-                    let bundle = p.styles.0.then(|| view.event(base_url, n));
+                    let bundle = p.styles.0.then(|| view.event(base_url, n, context));
                     let ping = p.styles.1.then(|| ping.clone());
                     frames.push((n.event_number, bundle, ping));
                 }

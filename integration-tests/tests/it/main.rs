@@ -9,4 +9,5 @@ mod faults;
 mod filters;
 mod nats_channel;
 mod security;
+mod shape;
 mod spine;

@@ -446,3 +446,67 @@ fn topic_compile_errors() {
         ""
     );
 }
+
+#[test]
+fn notification_shapes_are_exposed_per_focus_type_and_validated_at_compile_time() {
+    let mut topic = encounter_complete(json!({"current": "status=finished"}), json!(["update"]));
+    topic["notificationShape"] = json!([{
+        "resource": "Encounter",
+        "include": ["Encounter:subject:Patient", "Encounter:participant"],
+        "revInclude": ["Observation:encounter"]
+    }]);
+    let compiled = TopicDefinition::from_resource(&topic).unwrap();
+    let shape = compiled.notification_shape("Encounter").unwrap();
+    assert_eq!(shape.includes[0].text(), "Encounter:subject:Patient");
+    assert_eq!(shape.rev_includes[0].text(), "Observation:encounter");
+    assert!(compiled.notification_shape("Observation").is_none());
+
+    // The IG's own example uses `&iterate=`: refused, naming the directive (fail closed).
+    topic["notificationShape"][0]["include"] = json!(["Encounter:patient&iterate=Patient.link"]);
+    let message = TopicDefinition::from_resource(&topic)
+        .unwrap_err()
+        .message()
+        .to_owned();
+    assert!(
+        message.contains("include 'Encounter:patient&iterate=Patient.link'")
+            && message.contains("not supported"),
+        "{message}"
+    );
+    topic["notificationShape"][0]["include"] = json!(["Encounter:class"]);
+    let message = TopicDefinition::from_resource(&topic)
+        .unwrap_err()
+        .message()
+        .to_owned();
+    assert!(
+        message.contains("'class' of Encounter is a token parameter"),
+        "{message}"
+    );
+}
+
+#[test]
+fn built_in_topics_compile_with_their_shapes() {
+    for text in herald_criteria::BUILTIN_TOPIC_JSON {
+        let resource: Value = serde_json::from_str(text).unwrap();
+        let topic = TopicDefinition::from_resource(&resource).unwrap();
+        for ty in topic.resource_types() {
+            assert!(
+                topic.notification_shape(&ty).is_some(),
+                "{} has a shape for {ty}",
+                topic.url()
+            );
+        }
+    }
+    let lab: Value = serde_json::from_str(herald_criteria::BUILTIN_TOPIC_JSON[0]).unwrap();
+    let lab = TopicDefinition::from_resource(&lab).unwrap();
+    let includes: Vec<String> = lab
+        .notification_shape("Observation")
+        .unwrap()
+        .includes
+        .iter()
+        .map(|d| d.text())
+        .collect();
+    assert_eq!(
+        includes,
+        ["Observation:subject:Patient", "Observation:encounter"]
+    );
+}
