@@ -33,6 +33,10 @@ impl<V> Default for TypeMap<V> {
 }
 
 impl<V> TypeMap<V> {
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
     fn get(&self, resource_type: &str) -> Option<&V> {
         self.0
             .iter()
@@ -203,6 +207,15 @@ pub(crate) fn filter_segments(filter: &str) -> Result<Vec<(Option<&str>, &str)>,
 }
 
 impl SubscriptionFilters {
+    /// Whether a filter has a chained parameter.
+    pub fn uses_chains(&self) -> bool {
+        self.typed
+            .values()
+            .flatten()
+            .chain(self.untyped.iter().flat_map(|m| m.values()))
+            .any(SearchQuery::uses_chains)
+    }
+
     /// Whether a focus resource of `resource_type` passes every filter. Untyped filters
     /// and the filters typed for `resource_type` must all pass; if there are typed
     /// filters but none for `resource_type`, the focus does not match (fail closed).

@@ -111,6 +111,12 @@ enum Test {
     Composite(Vec<Vec<Test>>),
     /// A `_filter` expression (see [`crate::filter_param`]).
     Filter(Box<FilterExpr>),
+    /// A chained parameter: the referenced resource of `target` type passes `inner`
+    /// (see [`crate::references`]).
+    Chain {
+        target: &'static str,
+        inner: Box<Clause>,
+    },
 }
 
 impl Test {
@@ -133,6 +139,7 @@ impl Test {
                 values.shrink_to_fit();
             }
             Test::Filter(_) => {}
+            Test::Chain { inner, .. } => inner.test.shrink_to_fit(),
         }
     }
 
@@ -239,6 +246,18 @@ impl Test {
                 }))
             }
             Test::Filter(expr) => Some(expr.matches(root)),
+            Test::Chain { target, inner } => plan.any_value(root, &mut |n, _| {
+                let reference = match n {
+                    Value::Object(o) => o.get("reference").and_then(Value::as_str),
+                    Value::String(s) => Some(s.as_str()),
+                    _ => None,
+                };
+                reference
+                    .and_then(|r| crate::references::relative_key(r, target))
+                    .is_some_and(|key| {
+                        crate::references::test_resolved(&key, |resolved| inner.matches(resolved))
+                    })
+            }),
         }
     }
 }
@@ -268,6 +287,14 @@ impl SearchQuery {
             resource_type,
             clauses,
         })
+    }
+
+    /// Whether a clause is chained: evaluating it needs the referenced resources
+    /// ([`crate::with_resolved`]).
+    pub fn uses_chains(&self) -> bool {
+        self.clauses
+            .iter()
+            .any(|c| matches!(c.test, Test::Chain { .. }))
     }
 
     /// The resource type the query searches.
@@ -361,6 +388,20 @@ impl Clause {
             };
         }
         let values = self.def.plan.values(resource);
+        if let Test::Chain { target, .. } = &self.test {
+            return ClauseFindings {
+                values,
+                matched,
+                note: Some(format!(
+                    "a chained parameter reads the referenced {target} as Herald holds it; {}",
+                    if matched {
+                        "the referenced resource passed"
+                    } else {
+                        "it was not available here or did not pass (the matcher reads it from storage)"
+                    }
+                )),
+            };
+        }
         let note = match &values {
             None => Some(
                 "the parameter's values could not be computed for this resource; the clause fails closed"
@@ -479,12 +520,104 @@ fn decode(s: &str) -> Result<String, CriteriaError> {
 }
 
 /// Compiles one `name[:modifier]=value` segment.
+/// Links a chain may have (`a.b.c=` is three).
+const MAX_CHAIN_LINKS: usize = 3;
+
+/// `head.rest=value`: `head` is a reference parameter of `resource_type`, optionally with
+/// its target type (`subject:Patient`); `rest` is a parameter of that target type (itself
+/// possibly chained), tested on the referenced resource.
+fn parse_chain(
+    resource_type: &str,
+    head: &str,
+    rest: &str,
+    value: &str,
+) -> Result<Clause, CriteriaError> {
+    let full = format!("{head}.{rest}");
+    if rest.matches('.').count() + 2 > MAX_CHAIN_LINKS {
+        return err(format!(
+            "chain '{full}' has more than {MAX_CHAIN_LINKS} links"
+        ));
+    }
+    let (name, typed) = match head.split_once(':') {
+        Some((n, t)) => (n, Some(t)),
+        None => (head, None),
+    };
+    let Some(def) = registry::lookup(resource_type, name) else {
+        return err(format!(
+            "unknown search parameter '{name}' for {resource_type} in chain '{full}'"
+        ));
+    };
+    if def.ty != ParamType::Reference {
+        return err(format!(
+            "chain '{full}': '{name}' is a {} parameter; only reference parameters can be chained",
+            def.ty.code()
+        ));
+    }
+    let target = match typed {
+        Some(t) => match registry::known_resource(t) {
+            Some(t) if def.allows_target(t) => t,
+            Some(t) => {
+                return err(format!(
+                    "chain '{full}': '{t}' is not a target type of reference parameter '{name}'"
+                ))
+            }
+            None => {
+                return err(format!(
+                    "chain '{full}': ':{t}' is not a resource type (a chain's only modifier is its target type)"
+                ))
+            }
+        },
+        None => match def.targets.as_ref() {
+            [only] => registry::known_resource(only).ok_or_else(|| {
+                CriteriaError::new(format!("chain '{full}': unknown target type '{only}'"))
+            })?,
+            targets => {
+                return err(format!(
+                    "chain '{full}': '{name}' may point at {}; name the type, e.g. '{name}:{}.{rest}'",
+                    if targets.is_empty() { "any type".to_owned() } else { targets.join(", ") },
+                    targets.first().map_or("Patient", |t| t)
+                ))
+            }
+        },
+    };
+    if let Plan::Unsupported(reason) = &def.plan {
+        return err(format!(
+            "search parameter '{name}' of {resource_type} is not supported: {reason}"
+        ));
+    }
+    let inner = parse_named(target, rest.to_owned(), value.to_owned(), &full)?;
+    Ok(Clause {
+        name: name.to_owned(),
+        modifier: Some(target.to_owned()),
+        prefixes: inner.prefixes.clone(),
+        def,
+        test: Test::Chain {
+            target,
+            inner: Box::new(inner),
+        },
+    })
+}
+
 pub(crate) fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, CriteriaError> {
     let Some((raw_name, raw_value)) = segment.split_once('=') else {
         return err(format!("parameter '{}' has no value", decode(segment)?));
     };
-    let full_name = decode(raw_name)?;
-    let value = decode(raw_value)?;
+    parse_named(
+        resource_type,
+        decode(raw_name)?,
+        decode(raw_value)?,
+        segment,
+    )
+}
+
+/// [`parse_param`] after percent-decoding: `full_name` is `name[:modifier]` (or a chain),
+/// `segment` is what the client wrote, for messages.
+fn parse_named(
+    resource_type: &str,
+    full_name: String,
+    value: String,
+    segment: &str,
+) -> Result<Clause, CriteriaError> {
     let (name, modifier) = match full_name.split_once(':') {
         Some((n, m)) => (n, Some(m)),
         None => (full_name.as_str(), None),
@@ -512,10 +645,8 @@ pub(crate) fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, 
             test: Test::Filter(Box::new(FilterExpr::compile(resource_type, &value)?)),
         });
     }
-    if name.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
-        return err(format!(
-            "chained parameters are not supported: '{full_name}'"
-        ));
+    if let Some((head, rest)) = full_name.split_once('.') {
+        return parse_chain(resource_type, head, rest, &value);
     }
     let Some(def) = registry::lookup(resource_type, name) else {
         return err(format!(

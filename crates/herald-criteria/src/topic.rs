@@ -276,6 +276,18 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
 }
 
 impl TopicDefinition {
+    /// Whether a trigger's query criteria use a chained parameter.
+    pub fn uses_chains(&self) -> bool {
+        self.triggers.iter().any(|t| {
+            [&t.previous, &t.current]
+                .into_iter()
+                .flatten()
+                .any(|q| q.query.uses_chains())
+        })
+    }
+}
+
+impl TopicDefinition {
     /// Compiles an R4B/R5 `SubscriptionTopic` resource. See the crate docs for what is
     /// accepted; anything unsupported (event triggers, FHIRPath criteria using
     /// terminology functions or failing to parse, invalid CEL criteria, unknown search

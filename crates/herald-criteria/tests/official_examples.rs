@@ -756,7 +756,7 @@ fn what_cannot_be_evaluated_is_rejected() {
         ),
         (
             "Observation?subject.name=peter",
-            "chained parameters are not supported",
+            "name the type, e.g. 'subject:",
         ),
     ] {
         let error = SearchQuery::parse(criteria).expect_err(criteria);

@@ -45,6 +45,14 @@ impl CompiledCriteria {
         }
     }
 
+    /// Whether evaluating needs referenced resources (chained parameters).
+    pub fn uses_chains(&self) -> bool {
+        match self {
+            Self::Topic { topic, filters } => topic.uses_chains() || filters.uses_chains(),
+            Self::Search(query) => query.uses_chains(),
+        }
+    }
+
     /// Evaluates one event; `previous` is the prior version where known.
     pub fn matches(&self, event: &ChangeEvent, previous: Option<&Value>) -> bool {
         match self {

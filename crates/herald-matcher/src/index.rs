@@ -200,11 +200,19 @@ pub struct SubscriptionIndex {
     partitions: HashMap<String, HashMap<String, Partition, FastHash>, FastHash>,
     /// Keys the value hashes of this index (random per index).
     value_hasher: FastHash,
+    /// Subscriptions with chained parameters: while there are any, the matcher fetches
+    /// the resources events reference before evaluating.
+    chained: usize,
 }
 
 pub type SharedIndex = Arc<RwLock<SubscriptionIndex>>;
 
 impl SubscriptionIndex {
+    /// Whether any subscription has chained parameters.
+    pub fn uses_chains(&self) -> bool {
+        self.chained > 0
+    }
+
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -220,6 +228,9 @@ impl SubscriptionIndex {
     /// Adds a subscription, replacing any with the same key.
     pub fn insert(&mut self, subscription: ActiveSubscription) {
         self.remove(&subscription.key);
+        if subscription.criteria.uses_chains() {
+            self.chained += 1;
+        }
         let subscription = Arc::new(subscription);
         for resource_type in subscription.criteria.resource_types() {
             let placement = Placement::of(&subscription.criteria, &resource_type);
@@ -283,6 +294,9 @@ impl SubscriptionIndex {
         let Some(ByKey(old)) = self.by_key.take(key) else {
             return;
         };
+        if old.criteria.uses_chains() {
+            self.chained = self.chained.saturating_sub(1);
+        }
         for resource_type in old.criteria.resource_types() {
             let placement = Placement::of(&old.criteria, &resource_type);
             let hashes: Vec<u64> = match &placement {

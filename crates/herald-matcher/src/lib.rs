@@ -11,6 +11,7 @@
 
 pub mod bench;
 mod catalog;
+mod chain;
 mod compile;
 mod index;
 mod run;

@@ -127,13 +127,28 @@ impl Matcher {
         };
 
         let now = chrono::Utc::now();
+        let uses_chains = self
+            .index
+            .read()
+            .map_err(|_| StoreError::Corrupt("subscription index lock poisoned".into()))?
+            .uses_chains();
+        let resolved = if uses_chains {
+            let roots: Vec<&Value> = event.resource.iter().chain(previous.as_ref()).collect();
+            crate::chain::resolve_references(self.store.as_ref(), &event.tenant, &roots).await?
+        } else {
+            herald_criteria::ResolvedReferences::new()
+        };
         let matched: Vec<SubscriptionKey> = {
             let index = self
                 .index
                 .read()
                 .map_err(|_| StoreError::Corrupt("subscription index lock poisoned".into()))?;
-            // Candidates from the inverted index, then full evaluation of each.
-            index.matching_keys(event, previous.as_ref(), now)
+            // Candidates from the inverted index, then full evaluation of each (chained
+            // parameters see the referenced resources read above).
+            herald_criteria::with_resolved(resolved, || {
+                index.matching_keys(event, previous.as_ref(), now)
+            })
+            .0
         };
         if matched.is_empty() {
             self.remember_version(event, stored.as_ref()).await?;

@@ -136,3 +136,60 @@ async fn a_bad_cel_filter_is_refused_and_not_stored() {
     assert_eq!(all["total"], 0, "{all}");
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_criteria_read_the_latest_referenced_resource_herald_holds() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let patient = |id: &str, mrn: &str| {
+        json!({"resourceType": "Patient", "id": id,
+            "identifier": [{"system": "http://hospital.example/mrn", "value": mrn}]})
+    };
+    for (id, mrn) in [("p1", "123"), ("p2", "999")] {
+        let (status, body) = hub.put(&format!("/Patient/{id}"), &patient(id, mrn)).await;
+        assert!(status.is_success(), "{body}");
+    }
+    let subscription = criteria_subscription(
+        "Observation?subject:Patient.identifier=http://hospital.example/mrn|123",
+        &receiver.url("/mrn"),
+        Some("application/fhir+json"),
+        Some("id-only"),
+    );
+    let (status, created) = hub.post("/Subscription", &subscription).await;
+    assert_eq!(status, 201, "{created}");
+    hub.wait_for_status(created["id"].as_str().expect("id"), "active")
+        .await;
+
+    let observe = |patient: &str, id: &str| {
+        let mut o = lab_observation(patient, "final");
+        o["id"] = json!(id);
+        o
+    };
+    for (patient, id) in [("p1", "o1"), ("p2", "o2"), ("p3", "o3")] {
+        let (status, body) = hub
+            .put(&format!("/Observation/{id}"), &observe(patient, id))
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    // Patient/p2 now carries the MRN: its next result matches.
+    let (status, _) = hub.put("/Patient/p2", &patient("p2", "123")).await;
+    assert!(status.is_success());
+    let (status, _) = hub.put("/Observation/o4", &observe("p2", "o4")).await;
+    assert!(status.is_success());
+
+    let events = receiver.wait_for("/mrn", 2, is_event).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let focus: Vec<String> = receiver
+        .at("/mrn")
+        .iter()
+        .filter(|r| is_event(r))
+        .filter_map(|r| r.json()["entry"][1]["fullUrl"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(focus.len(), 2, "{focus:?}");
+    assert!(
+        focus[0].ends_with("/Observation/o1") && focus[1].ends_with("/Observation/o4"),
+        "{focus:?}"
+    );
+    assert_eq!(events[1].event_numbers(), vec![2]);
+    hub.stop().await;
+}

@@ -341,7 +341,7 @@ async fn bad_subscriptions_are_refused_and_not_stored(mode: TestMode) {
             "_filter",
         ),
         (
-            criteria_subscription("Observation?subject:Patient.name=x", endpoint, None, None),
+            criteria_subscription("Observation?code.name=x", endpoint, None, None),
             "chain",
         ),
         (unknown_filter, "value-quantity"),

@@ -413,12 +413,28 @@ fn compile_errors_name_the_offending_part() {
             "modifier ':contains' on '_source' is not supported",
         ),
         (
-            "Observation?subject:Patient.name=x",
-            "chained parameters are not supported: 'subject:Patient.name'",
+            "Observation?subject.name=x",
+            "'subject' may point at",
         ),
         (
-            "Observation?subject.name=x",
-            "chained parameters are not supported: 'subject.name'",
+            "Observation?code.name=x",
+            "only reference parameters can be chained",
+        ),
+        (
+            "Observation?subject:Medication.code=x",
+            "'Medication' is not a target type of reference parameter 'subject'",
+        ),
+        (
+            "Observation?subject:Nope.name=x",
+            "':Nope' is not a resource type",
+        ),
+        (
+            "Observation?subject:Patient.nope=x",
+            "unknown search parameter 'nope' for Patient",
+        ),
+        (
+            "Observation?subject:Patient.organization.partof.name=x",
+            "has more than 3 links",
         ),
         (
             "Patient?_has:Observation:patient:code=1234",
@@ -746,4 +762,50 @@ fn numbers_quantities_composites_and_prefixes() {
             ("Observation?date=ap1990", false),
         ],
     );
+}
+
+#[test]
+fn chained_parameters_read_the_resolved_referenced_resource() {
+    use herald_criteria::{with_resolved, ResolvedReferences};
+    let observation = json!({"resourceType": "Observation", "status": "final",
+        "subject": {"reference": "Patient/p1"}, "performer": [{"reference": "Practitioner/d1"}]});
+    let mut resolved = ResolvedReferences::new();
+    resolved.insert(
+        "Patient/p1".into(),
+        json!({"resourceType": "Patient", "id": "p1", "identifier": [{"system": "http://mrn", "value": "123"}],
+            "name": [{"family": "Chalmers"}], "managingOrganization": {"reference": "Organization/o1"}}),
+    );
+    resolved.insert(
+        "Organization/o1".into(),
+        json!({"resourceType": "Organization", "id": "o1", "name": "Good Health Clinic"}),
+    );
+    let cases = [
+        (
+            "Observation?subject:Patient.identifier=http://mrn|123",
+            true,
+        ),
+        (
+            "Observation?subject:Patient.identifier=http://mrn|999",
+            false,
+        ),
+        ("Observation?patient.identifier=http://mrn|123", true),
+        ("Observation?subject:Patient.name=chal", true),
+        ("Observation?subject:Patient.name:exact=chal", false),
+        ("Observation?subject:Patient.organization.name=good", true),
+        ("Observation?subject:Patient.organization.name=bad", false),
+        ("Observation?subject:Group.identifier=x", false),
+        ("Observation?performer:Practitioner.name=x", false),
+        (
+            "Observation?subject:Patient.identifier=http://mrn|123&status=final",
+            true,
+        ),
+    ];
+    for (criteria, expected) in cases {
+        let query = SearchQuery::parse(criteria).unwrap_or_else(|e| panic!("{criteria}: {e}"));
+        assert!(query.uses_chains(), "{criteria}");
+        let (matched, _) = with_resolved(resolved.clone(), || query.matches(&observation));
+        assert_eq!(matched, expected, "{criteria}");
+        // Without the referenced resources a chain fails closed.
+        assert!(!query.matches(&observation), "{criteria} unresolved");
+    }
 }
