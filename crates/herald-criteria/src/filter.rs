@@ -207,6 +207,21 @@ pub(crate) fn filter_segments(filter: &str) -> Result<Vec<(Option<&str>, &str)>,
 }
 
 impl SubscriptionFilters {
+    /// The `_has` links of the filters: (focus type, source type, reference parameter).
+    pub fn has_links(&self) -> Vec<(String, String, String)> {
+        self.typed
+            .values()
+            .flatten()
+            .chain(self.untyped.iter().flat_map(|m| m.values()))
+            .flat_map(|q| {
+                let focus = q.resource_type().to_owned();
+                q.has_links()
+                    .into_iter()
+                    .map(move |(s, p)| (focus.clone(), s, p))
+            })
+            .collect()
+    }
+
     /// Whether a filter has a chained parameter.
     pub fn uses_chains(&self) -> bool {
         self.typed

@@ -40,7 +40,7 @@ pub use error::CriteriaError;
 pub use explain::{explain, ClauseExplanation, ExplainRequest, Explanation, Language};
 pub use filter::SubscriptionFilters;
 pub use keys::{resource_index_values, EqualityKey, IndexParam};
-pub use references::{referenced_resources, with_resolved, ResolvedReferences};
+pub use references::{referenced_resources, referencing_key, with_resolved, ResolvedReferences};
 pub use search::SearchQuery;
 pub use shape::{reference_values, NotificationShape, NotificationShapes, ShapeDirective};
 pub use topic::{Interaction, TopicDefinition, CEL_CRITERIA_EXTENSION};

@@ -3,6 +3,9 @@
 //! matcher) fetches the latest versions Herald holds of the referenced resources first and
 //! makes them visible for the duration of one evaluation with [`with_resolved`].
 //!
+//! Reverse chains (`Patient?_has:Observation:patient:code=…`) read the resources that
+//! point at the focus; the caller resolves those too, under [`referencing_key`].
+//!
 //! Without resolved references a chained clause fails closed: it never matches.
 
 use std::cell::RefCell;
@@ -77,4 +80,26 @@ pub fn referenced_resources(resource: &Value, limit: usize) -> Vec<String> {
         }
     }
     found
+}
+
+/// The key under which the resources of `source` type whose reference parameter `param`
+/// points at `target` (`Type/id`) are resolved, as a JSON array.
+pub fn referencing_key(source: &str, param: &str, target: &str) -> String {
+    format!("_has|{source}|{param}|{target}")
+}
+
+/// Whether any resolved resource of `source` referencing `target` through `param` passes
+/// `test`.
+pub(crate) fn test_referencing(
+    source: &str,
+    param: &str,
+    target: &str,
+    test: impl Fn(&Value) -> bool,
+) -> bool {
+    let key = referencing_key(source, param, target);
+    test_resolved(&key, |found| {
+        found
+            .as_array()
+            .is_some_and(|items| items.iter().any(&test))
+    })
 }

@@ -47,7 +47,7 @@ const RESULT_PARAMS: &[&str] = &[
 ];
 
 /// Search features recognised but not implemented yet.
-const UNSUPPORTED_PARAMS: &[&str] = &["_has", "_query", "_text", "_content", "_list", "_type"];
+const UNSUPPORTED_PARAMS: &[&str] = &["_query", "_text", "_content", "_list"];
 
 /// A compiled search: a resource type and ANDed clauses.
 #[derive(Debug, Clone)]
@@ -117,6 +117,15 @@ enum Test {
         target: &'static str,
         inner: Box<Clause>,
     },
+    /// `_has:Source:param:…`: some resource of `source` whose reference parameter `param`
+    /// points at the focus passes `inner` (see [`crate::references`]).
+    Has {
+        source: &'static str,
+        param: Box<str>,
+        inner: Box<Clause>,
+    },
+    /// `_type`: the resource is of one of these types.
+    Type(Vec<&'static str>),
 }
 
 impl Test {
@@ -139,7 +148,8 @@ impl Test {
                 values.shrink_to_fit();
             }
             Test::Filter(_) => {}
-            Test::Chain { inner, .. } => inner.test.shrink_to_fit(),
+            Test::Chain { inner, .. } | Test::Has { inner, .. } => inner.test.shrink_to_fit(),
+            Test::Type(types) => types.shrink_to_fit(),
         }
     }
 
@@ -246,6 +256,30 @@ impl Test {
                 }))
             }
             Test::Filter(expr) => Some(expr.matches(root)),
+            Test::Has {
+                source,
+                param,
+                inner,
+            } => {
+                let focus = match (
+                    root.get("resourceType").and_then(Value::as_str),
+                    root.get("id").and_then(Value::as_str),
+                ) {
+                    (Some(t), Some(id)) => format!("{t}/{id}"),
+                    _ => return Some(false),
+                };
+                Some(crate::references::test_referencing(
+                    source,
+                    param,
+                    &focus,
+                    |candidate| inner.matches(candidate),
+                ))
+            }
+            Test::Type(types) => Some(
+                root.get("resourceType")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| types.contains(&t)),
+            ),
             Test::Chain { target, inner } => plan.any_value(root, &mut |n, _| {
                 let reference = match n {
                     Value::Object(o) => o.get("reference").and_then(Value::as_str),
@@ -294,7 +328,19 @@ impl SearchQuery {
     pub fn uses_chains(&self) -> bool {
         self.clauses
             .iter()
-            .any(|c| matches!(c.test, Test::Chain { .. }))
+            .any(|c| matches!(c.test, Test::Chain { .. } | Test::Has { .. }))
+    }
+
+    /// The `_has` links (source type, reference parameter) whose referencing resources
+    /// must be resolved for a focus of this query's type.
+    pub fn has_links(&self) -> Vec<(String, String)> {
+        self.clauses
+            .iter()
+            .filter_map(|c| match &c.test {
+                Test::Has { source, param, .. } => Some(((*source).to_owned(), param.to_string())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The resource type the query searches.
@@ -376,15 +422,28 @@ impl Clause {
     /// are extracted by the same plan a second time, so matching pays nothing for this.
     pub(crate) fn findings<'a>(&self, resource: &'a Value) -> ClauseFindings<'a> {
         let matched = self.matches(resource);
-        if let Test::Filter(_) = &self.test {
+        let special = match &self.test {
             // A `_filter` reads no element of its own: its comparisons do.
+            Test::Filter(_) => Some(format!(
+                "the _filter expression as a whole {}; explain its comparisons one by one as search parameters to see each",
+                if matched { "holds" } else { "does not hold" }
+            )),
+            Test::Has { source, .. } => Some(format!(
+                "_has reads the {source} resources Herald holds that point at this resource; {}",
+                if matched {
+                    "one passed"
+                } else {
+                    "none was available here or none passed (the matcher reads them from storage)"
+                }
+            )),
+            Test::Type(types) => Some(format!("the resource type must be one of {}", types.join(", "))),
+            _ => None,
+        };
+        if let Some(note) = special {
             return ClauseFindings {
                 values: Some(Vec::new()),
                 matched,
-                note: Some(format!(
-                    "the _filter expression as a whole {}; explain its comparisons one by one as search parameters to see each",
-                    if matched { "holds" } else { "does not hold" }
-                )),
+                note: Some(note),
             };
         }
         let values = self.def.plan.values(resource);
@@ -520,6 +579,68 @@ fn decode(s: &str) -> Result<String, CriteriaError> {
 }
 
 /// Compiles one `name[:modifier]=value` segment.
+/// `_has` and `_type` read no element through a plan of their own.
+static SPECIAL_PARAM: std::sync::LazyLock<ParamDef> = std::sync::LazyLock::new(|| ParamDef {
+    name: "_has".into(),
+    ty: ParamType::Special,
+    targets: Box::default(),
+    plan: Plan::Unsupported("evaluated by its own test".into()),
+    components: Box::default(),
+});
+
+/// `_has:Source:param:rest=value` on `resource_type`: `param` is a reference parameter of
+/// `Source` that can point at `resource_type`; `rest` is a parameter of `Source` (not
+/// another `_has`).
+fn parse_has(
+    resource_type: &str,
+    modifier: &str,
+    value: &str,
+    segment: &str,
+) -> Result<Clause, CriteriaError> {
+    let parts: Vec<&str> = modifier.splitn(3, ':').collect();
+    let [source, param, rest] = parts.as_slice() else {
+        return err(format!(
+            "'_has' needs the form '_has:<Type>:<reference parameter>:<parameter>=<value>', got '_has:{modifier}'"
+        ));
+    };
+    let Some(source) = registry::known_resource(source) else {
+        return err(format!("'_has': unknown resource type '{source}'"));
+    };
+    let Some(def) = registry::lookup(source, param) else {
+        return err(format!(
+            "'_has': unknown search parameter '{param}' for {source}"
+        ));
+    };
+    if def.ty != ParamType::Reference {
+        return err(format!(
+            "'_has:{source}:{param}': '{param}' is not a reference parameter"
+        ));
+    }
+    if !def.allows_target(resource_type) {
+        return err(format!(
+            "'_has:{source}:{param}': '{param}' cannot point at {resource_type}"
+        ));
+    }
+    if rest.starts_with("_has") {
+        return err("nested '_has' is not supported");
+    }
+    let inner = parse_named(source, (*rest).to_owned(), value.to_owned(), segment)?;
+    if matches!(inner.test, Test::Chain { .. }) {
+        return err("a chained parameter inside '_has' is not supported");
+    }
+    Ok(Clause {
+        name: "_has".to_owned(),
+        modifier: Some(format!("{source}:{param}")),
+        prefixes: inner.prefixes.clone(),
+        def: &SPECIAL_PARAM,
+        test: Test::Has {
+            source,
+            param: (*param).into(),
+            inner: Box::new(inner),
+        },
+    })
+}
+
 /// Links a chain may have (`a.b.c=` is three).
 const MAX_CHAIN_LINKS: usize = 3;
 
@@ -643,6 +764,28 @@ fn parse_named(
             prefixes: Vec::new(),
             def: &FILTER_PARAM,
             test: Test::Filter(Box::new(FilterExpr::compile(resource_type, &value)?)),
+        });
+    }
+    if name == "_has" {
+        return parse_has(resource_type, modifier.unwrap_or(""), &value, segment);
+    }
+    if name == "_type" {
+        if let Some(m) = modifier {
+            return err(format!("modifier ':{m}' on '_type' is not supported"));
+        }
+        let mut types = Vec::new();
+        for piece in split_list(&value, "_type")? {
+            match registry::known_resource(piece) {
+                Some(t) => types.push(t),
+                None => return err(format!("'_type': unknown resource type '{piece}'")),
+            }
+        }
+        return Ok(Clause {
+            name: name.to_owned(),
+            modifier: None,
+            prefixes: Vec::new(),
+            def: &SPECIAL_PARAM,
+            test: Test::Type(types),
         });
     }
     if let Some((head, rest)) = full_name.split_once('.') {

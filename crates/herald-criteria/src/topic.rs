@@ -276,6 +276,22 @@ fn parse_trigger(index: usize, trigger: &Value) -> Result<Trigger, CriteriaError
 }
 
 impl TopicDefinition {
+    /// The `_has` links of the triggers' query criteria: (focus type, source type,
+    /// reference parameter).
+    pub fn has_links(&self) -> Vec<(String, String, String)> {
+        self.triggers
+            .iter()
+            .flat_map(|t| [&t.previous, &t.current].into_iter().flatten())
+            .flat_map(|q| {
+                let focus = q.query.resource_type().to_owned();
+                q.query
+                    .has_links()
+                    .into_iter()
+                    .map(move |(s, p)| (focus.clone(), s, p))
+            })
+            .collect()
+    }
+
     /// Whether a trigger's query criteria use a chained parameter.
     pub fn uses_chains(&self) -> bool {
         self.triggers.iter().any(|t| {

@@ -5,9 +5,43 @@
 //! ([`herald_criteria::with_resolved`]). A reference Herald holds no resource for, or a
 //! deleted one, resolves to nothing, and the chained clause does not match.
 
-use herald_criteria::{referenced_resources, ResolvedReferences};
+use herald_criteria::{
+    reference_values, referenced_resources, referencing_key, ResolvedReferences,
+};
 use herald_store::{Store, StoreError};
 use serde_json::Value;
+
+/// Resources read per `_has` link and event at most.
+const MAX_REFERENCING_PER_LINK: i64 = 50;
+
+/// For `_has` (reverse chains): the resources of each `(source, param)` link that point at
+/// the focus `Type/id`, found with a text prefilter and checked exactly with the
+/// parameter's own paths, added to `resolved` under [`referencing_key`].
+pub(crate) async fn resolve_referencing(
+    store: &dyn Store,
+    tenant: &str,
+    focus: &str,
+    links: &[(String, String)],
+    resolved: &mut ResolvedReferences,
+) -> Result<(), StoreError> {
+    let needle = format!("{focus}\"");
+    for (source, param) in links {
+        let candidates = store
+            .resources_containing(tenant, source, &needle, MAX_REFERENCING_PER_LINK)
+            .await?;
+        let found: Vec<Value> = candidates
+            .into_iter()
+            .filter_map(|c| c.resource)
+            .filter(|r| {
+                reference_values(source, param, r)
+                    .iter()
+                    .any(|v| v == focus)
+            })
+            .collect();
+        resolved.insert(referencing_key(source, param, focus), Value::Array(found));
+    }
+    Ok(())
+}
 
 /// References read per event at most (over both links).
 pub(crate) const MAX_REFERENCES_PER_EVENT: usize = 64;

@@ -45,6 +45,22 @@ impl CompiledCriteria {
         }
     }
 
+    /// The `_has` links evaluation needs resolved: (focus type, source type, parameter).
+    pub fn has_links(&self) -> Vec<(String, String, String)> {
+        match self {
+            Self::Topic { topic, filters } => {
+                let mut links = topic.has_links();
+                links.extend(filters.has_links());
+                links
+            }
+            Self::Search(query) => query
+                .has_links()
+                .into_iter()
+                .map(|(s, p)| (query.resource_type().to_owned(), s, p))
+                .collect(),
+        }
+    }
+
     /// Whether evaluating needs referenced resources (chained parameters).
     pub fn uses_chains(&self) -> bool {
         match self {

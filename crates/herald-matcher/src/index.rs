@@ -203,11 +203,22 @@ pub struct SubscriptionIndex {
     /// Subscriptions with chained parameters: while there are any, the matcher fetches
     /// the resources events reference before evaluating.
     chained: usize,
+    /// `_has` links in use, by focus type: (source type, parameter) → subscriptions.
+    has_links: HashMap<String, HashMap<(String, String), usize>>,
 }
 
 pub type SharedIndex = Arc<RwLock<SubscriptionIndex>>;
 
 impl SubscriptionIndex {
+    /// The `_has` links (source type, reference parameter) some subscription evaluates on a
+    /// focus of `resource_type`.
+    pub fn has_links_for(&self, resource_type: &str) -> Vec<(String, String)> {
+        self.has_links
+            .get(resource_type)
+            .map(|links| links.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether any subscription has chained parameters.
     pub fn uses_chains(&self) -> bool {
         self.chained > 0
@@ -230,6 +241,14 @@ impl SubscriptionIndex {
         self.remove(&subscription.key);
         if subscription.criteria.uses_chains() {
             self.chained += 1;
+            for (focus, source, param) in subscription.criteria.has_links() {
+                *self
+                    .has_links
+                    .entry(focus)
+                    .or_default()
+                    .entry((source, param))
+                    .or_default() += 1;
+            }
         }
         let subscription = Arc::new(subscription);
         for resource_type in subscription.criteria.resource_types() {
@@ -296,6 +315,19 @@ impl SubscriptionIndex {
         };
         if old.criteria.uses_chains() {
             self.chained = self.chained.saturating_sub(1);
+            for (focus, source, param) in old.criteria.has_links() {
+                if let Some(links) = self.has_links.get_mut(&focus) {
+                    if let Some(n) = links.get_mut(&(source.clone(), param.clone())) {
+                        *n -= 1;
+                        if *n == 0 {
+                            links.remove(&(source, param));
+                        }
+                    }
+                    if links.is_empty() {
+                        self.has_links.remove(&focus);
+                    }
+                }
+            }
         }
         for resource_type in old.criteria.resource_types() {
             let placement = Placement::of(&old.criteria, &resource_type);

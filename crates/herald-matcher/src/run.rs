@@ -127,14 +127,31 @@ impl Matcher {
         };
 
         let now = chrono::Utc::now();
-        let uses_chains = self
-            .index
-            .read()
-            .map_err(|_| StoreError::Corrupt("subscription index lock poisoned".into()))?
-            .uses_chains();
+        let (uses_chains, has_links) = {
+            let index = self
+                .index
+                .read()
+                .map_err(|_| StoreError::Corrupt("subscription index lock poisoned".into()))?;
+            (
+                index.uses_chains(),
+                index.has_links_for(&event.resource_type),
+            )
+        };
         let resolved = if uses_chains {
             let roots: Vec<&Value> = event.resource.iter().chain(previous.as_ref()).collect();
-            crate::chain::resolve_references(self.store.as_ref(), &event.tenant, &roots).await?
+            let mut resolved =
+                crate::chain::resolve_references(self.store.as_ref(), &event.tenant, &roots)
+                    .await?;
+            let focus = format!("{}/{}", event.resource_type, event.resource_id);
+            crate::chain::resolve_referencing(
+                self.store.as_ref(),
+                &event.tenant,
+                &focus,
+                &has_links,
+                &mut resolved,
+            )
+            .await?;
+            resolved
         } else {
             herald_criteria::ResolvedReferences::new()
         };

@@ -193,3 +193,41 @@ async fn chained_criteria_read_the_latest_referenced_resource_herald_holds() {
     assert_eq!(events[1].event_numbers(), vec![2]);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn has_criteria_read_the_resources_that_point_at_the_focus() {
+    let hub = TestHub::start(TestMode::Embedded).await;
+    let receiver = Receiver::start().await;
+    let subscription = criteria_subscription(
+        "Patient?_has:Observation:patient:code=http://loinc.org|2345-7",
+        &receiver.url("/has"),
+        Some("application/fhir+json"),
+        Some("id-only"),
+    );
+    let (status, created) = hub.post("/Subscription", &subscription).await;
+    assert_eq!(status, 201, "{created}");
+    hub.wait_for_status(created["id"].as_str().expect("id"), "active")
+        .await;
+    // Patient/p1 has a glucose result; Patient/p2 has none.
+    let mut glucose = lab_observation("p1", "final");
+    glucose["id"] = json!("g1");
+    let (status, _) = hub.put("/Observation/g1", &glucose).await;
+    assert!(status.is_success());
+    for id in ["p1", "p2"] {
+        let patient = json!({"resourceType": "Patient", "id": id, "active": true});
+        let (status, body) = hub.put(&format!("/Patient/{id}"), &patient).await;
+        assert!(status.is_success(), "{body}");
+    }
+    let events = receiver.wait_for("/has", 1, is_event).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let focus: Vec<String> = receiver
+        .at("/has")
+        .iter()
+        .filter(|r| is_event(r))
+        .filter_map(|r| r.json()["entry"][1]["fullUrl"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(focus.len(), 1, "{focus:?}");
+    assert!(focus[0].ends_with("/Patient/p1"), "{focus:?}");
+    assert_eq!(events[0].event_numbers(), vec![1]);
+    hub.stop().await;
+}

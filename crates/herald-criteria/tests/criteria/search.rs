@@ -437,14 +437,30 @@ fn compile_errors_name_the_offending_part() {
             "has more than 3 links",
         ),
         (
-            "Patient?_has:Observation:patient:code=1234",
-            "'_has' is not supported yet",
+            "Patient?_has:Observation:patient=1234",
+            "'_has' needs the form",
         ),
+        (
+            "Patient?_has:Nope:patient:code=1234",
+            "'_has': unknown resource type 'Nope'",
+        ),
+        (
+            "Patient?_has:Observation:code:status=final",
+            "'code' is not a reference parameter",
+        ),
+        (
+            "Patient?_has:Observation:encounter:status=final",
+            "'encounter' cannot point at Patient",
+        ),
+        (
+            "Patient?_has:Observation:patient:_has:Encounter:patient:status=x",
+            "nested '_has' is not supported",
+        ),
+        ("Observation?_type=Nope", "'_type': unknown resource type 'Nope'"),
         ("Observation?_query=x", "'_query' is not supported yet"),
         ("Observation?_text=x", "'_text' is not supported yet"),
         ("Observation?_content=x", "'_content' is not supported yet"),
         ("Observation?_list=x", "'_list' is not supported yet"),
-        ("Observation?_type=Patient", "'_type' is not supported yet"),
         (
             "Observation?_include=Observation:subject",
             "result parameter '_include' has no meaning in subscription criteria",
@@ -807,5 +823,42 @@ fn chained_parameters_read_the_resolved_referenced_resource() {
         assert_eq!(matched, expected, "{criteria}");
         // Without the referenced resources a chain fails closed.
         assert!(!query.matches(&observation), "{criteria} unresolved");
+    }
+}
+
+#[test]
+fn has_reads_the_resolved_resources_that_point_at_the_focus_and_type_checks_the_type() {
+    use herald_criteria::{referencing_key, with_resolved, ResolvedReferences};
+    let patient = json!({"resourceType": "Patient", "id": "p1"});
+    let mut resolved = ResolvedReferences::new();
+    resolved.insert(
+        referencing_key("Observation", "patient", "Patient/p1"),
+        json!([
+            {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p1"},
+             "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}}
+        ]),
+    );
+    for (criteria, expected) in [
+        ("Patient?_has:Observation:patient:code=2345-7", true),
+        (
+            "Patient?_has:Observation:patient:code=http://loinc.org|2345-7",
+            true,
+        ),
+        ("Patient?_has:Observation:patient:code=1234-5", false),
+        ("Patient?_has:Observation:patient:status:not=final", false),
+        ("Patient?_has:Observation:subject:code=2345-7", false),
+        ("Patient?_type=Patient", true),
+        ("Patient?_type=Group,Patient", true),
+        ("Patient?_type=Group", false),
+    ] {
+        let query = SearchQuery::parse(criteria).unwrap_or_else(|e| panic!("{criteria}: {e}"));
+        let (matched, _) = with_resolved(resolved.clone(), || query.matches(&patient));
+        assert_eq!(matched, expected, "{criteria}");
+        if criteria.contains("_has") {
+            assert!(
+                !query.matches(&patient),
+                "{criteria} unresolved fails closed"
+            );
+        }
     }
 }
