@@ -47,8 +47,10 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
     "_filter", "_has", "_query", "_text", "_content", "_list", "_type",
 ];
 
-/// A compiled search: a resource type and ANDed clauses.
-#[derive(Debug, Clone)]
+/// A compiled search: a resource type and ANDed clauses. Two queries are equal (and
+/// hash alike) when they test the same parameters with the same compiled values, so a
+/// subscription index can evaluate identical criteria once per event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SearchQuery {
     /// The registry's name: shared by every query, so matching reads a hot string.
     resource_type: &'static str,
@@ -56,7 +58,7 @@ pub struct SearchQuery {
 }
 
 /// One parameter occurrence of a query (values inside it are ORed).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Clause {
     /// The parameter name, without modifier.
     pub(crate) name: String,
@@ -64,18 +66,36 @@ pub(crate) struct Clause {
     pub(crate) modifier: Option<String>,
     /// Prefixes written explicitly in the values (`eq` included when written).
     pub(crate) prefixes: Vec<Prefix>,
-    def: &'static ParamDef,
+    def: DefRef,
     test: Test,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A registry entry, compared and hashed by identity (the registry holds each once).
+#[derive(Debug, Clone, Copy)]
+struct DefRef(&'static ParamDef);
+
+impl PartialEq for DefRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for DefRef {}
+
+impl std::hash::Hash for DefRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(self.0, state);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum StringMode {
     StartsWith,
     Exact,
     Contains,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Test {
     Missing(bool),
     Token {
@@ -333,12 +353,12 @@ impl Clause {
             Test::Reference(refs) => refs.iter().map(reference_key).collect(),
             _ => return None,
         };
-        EqualityKey::new(self.def, values)
+        EqualityKey::new(self.def.0, values)
     }
 
     /// Whether the resource passes this clause. Never panics.
     pub(crate) fn matches(&self, resource: &Value) -> bool {
-        self.test.eval(self.def, &self.def.plan, resource) == Some(true)
+        self.test.eval(self.def.0, &self.def.0.plan, resource) == Some(true)
     }
 }
 
@@ -409,7 +429,7 @@ pub(crate) fn parse_param(resource_type: &str, segment: &str) -> Result<Clause, 
         name: name.to_owned(),
         modifier: modifier.map(str::to_owned),
         prefixes,
-        def,
+        def: DefRef(def),
         test,
     })
 }

@@ -72,7 +72,7 @@ pub(crate) fn collect<'a>(root: &'a Value, path: &str, out: &mut Vec<&'a Value>)
 // ---------------------------------------------------------------- token
 
 /// One compiled token value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum TokenQuery {
     /// `code`: the code in any system (or none).
     Code(String),
@@ -176,7 +176,7 @@ pub(crate) fn token_texts(node: &Value) -> Vec<&str> {
 
 /// A reference split into its parts. `typ`/`id` are set when the reference has the
 /// shape `[base/]Type/id[/_history/v]` (or a bare id, for search values only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RefParts {
     pub(crate) typ: Option<String>,
     pub(crate) id: Option<String>,
@@ -371,7 +371,7 @@ pub(crate) fn date_ranges(node: &Value) -> Option<DateRange> {
 // ---------------------------------------------------------------- uri
 
 /// Uri matching modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum UriMode {
     /// Exact match; a canonical `url|version` also matches the bare `url`.
     Exact,
