@@ -1,6 +1,7 @@
 //! Property test: for random subscriptions (search URLs and topic filters over a small
 //! value space) and random events, the indexed candidates, evaluated in full, match
-//! exactly the subscriptions a linear scan matches — also after removals.
+//! exactly the subscriptions a linear scan matches — also after removals, and with
+//! several subscriptions sharing identical criteria (one criteria group).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -289,7 +290,8 @@ proptest! {
     #[test]
     fn index_and_linear_scan_match_the_same_subscriptions(
         plans in prop::collection::vec(subscription(), 1..40),
-        removed in prop::collection::vec(any::<bool>(), 40),
+        copies in prop::collection::vec(1usize..=3, 40),
+        removed in prop::collection::vec(any::<bool>(), 120),
         events in prop::collection::vec(event(), 1..12),
     ) {
         let topics = topics();
@@ -297,9 +299,12 @@ proptest! {
         let mut keys = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
             if let Some(criteria) = compile(plan, &topics) {
-                let key = SubscriptionKey::new("t1", format!("s{i}"));
-                index.insert(ActiveSubscription { key: key.clone(), criteria, end: None });
-                keys.push(key);
+                for copy in 0..copies[i] {
+                    let key = SubscriptionKey::new("t1", format!("s{i}-{copy}"));
+                    let criteria = criteria.clone();
+                    index.insert(ActiveSubscription { key: key.clone(), criteria, end: None });
+                    keys.push(key);
+                }
             }
         }
         for (key, remove) in keys.iter().zip(&removed) {
