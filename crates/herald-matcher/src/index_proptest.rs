@@ -251,14 +251,17 @@ fn change_event(plan: &EventPlan) -> ChangeEvent {
     }
 }
 
+/// The subscriptions a linear scan matches; only those in force at `now` when given.
 fn linear(
     index: &SubscriptionIndex,
     event: &ChangeEvent,
     previous: Option<&Value>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
 ) -> BTreeSet<String> {
     index
         .candidates(&event.tenant, &event.resource_type)
         .iter()
+        .filter(|s| now.is_none_or(|now| s.in_force(now)))
         .filter(|s| s.criteria.matches(event, previous))
         .map(|s| s.key.id.clone())
         .collect()
@@ -292,9 +295,11 @@ proptest! {
         plans in prop::collection::vec(subscription(), 1..40),
         copies in prop::collection::vec(1usize..=3, 40),
         removed in prop::collection::vec(any::<bool>(), 120),
+        ended in prop::collection::vec(prop::bool::weighted(0.2), 120),
         events in prop::collection::vec(event(), 1..12),
     ) {
         let topics = topics();
+        let now = chrono::Utc::now();
         let mut index = SubscriptionIndex::default();
         let mut keys = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
@@ -302,7 +307,9 @@ proptest! {
                 for copy in 0..copies[i] {
                     let key = SubscriptionKey::new("t1", format!("s{i}-{copy}"));
                     let criteria = criteria.clone();
-                    index.insert(ActiveSubscription { key: key.clone(), criteria, end: None });
+                    // Some members of a group have ended: they must not be expanded.
+                    let end = ended[keys.len()].then(|| now - chrono::Duration::hours(1));
+                    index.insert(ActiveSubscription { key: key.clone(), criteria, end });
                     keys.push(key);
                 }
             }
@@ -312,18 +319,18 @@ proptest! {
                 index.remove(key);
             }
         }
-        let now = chrono::Utc::now();
         for plan in &events {
             let event = change_event(plan);
             let previous = plan.previous.as_ref();
-            let expected = linear(&index, &event, previous);
+            let expected = linear(&index, &event, previous, None);
             prop_assert_eq!(&indexed(&index, &event, previous), &expected, "event {:?}", plan);
             let keys: BTreeSet<String> = index
                 .matching_keys(&event, previous, now)
                 .into_iter()
                 .map(|k| k.id)
                 .collect();
-            prop_assert_eq!(&keys, &expected, "matching_keys, event {:?}", plan);
+            let in_force = linear(&index, &event, previous, Some(now));
+            prop_assert_eq!(&keys, &in_force, "matching_keys, event {:?}", plan);
         }
     }
 }
