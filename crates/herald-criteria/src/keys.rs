@@ -124,7 +124,11 @@ impl IndexParam {
                             scratch.push_str(typ);
                             scratch.push('/');
                             scratch.push_str(id);
-                            f(&scratch);
+                            // A relative reference is already in this form: each value
+                            // reported costs the index a lookup.
+                            if scratch != reference.raw {
+                                f(&scratch);
+                            }
                             f(id);
                         }
                     }

@@ -493,10 +493,20 @@ impl SubscriptionIndex {
         out: &mut Vec<GroupId>,
     ) {
         let resources = [event.resource.as_ref(), previous];
+        // Values already looked up in this dimension: an update usually carries the
+        // same subject or code in both versions, and each lookup in a large posting
+        // map is likely a cache miss.
+        let mut looked_up: Vec<u64> = Vec::new();
         for dimension in &partition.dimensions {
+            looked_up.clear();
             for resource in resources.into_iter().flatten() {
                 dimension.param.for_each_value(resource, &mut |value| {
-                    if let Some(posting) = dimension.postings.get(&self.value_hash(value)) {
+                    let hash = self.value_hash(value);
+                    if looked_up.contains(&hash) {
+                        return;
+                    }
+                    looked_up.push(hash);
+                    if let Some(posting) = dimension.postings.get(&hash) {
                         out.extend_from_slice(posting.as_slice());
                     }
                 });
