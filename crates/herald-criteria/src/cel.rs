@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue};
 use serde_json::Value;
 
 use crate::error::{err, CriteriaError};
@@ -36,11 +36,39 @@ pub struct CelFilter {
 /// uses the whole value (`current == previous`, `size(current)`, a macro over it, a
 /// macro variable of the same name). Converting a resource to a CEL value costs far
 /// more than evaluating a typical filter, so only those fields are converted; the
-/// result is the same because nothing else of the value is reachable.
+/// result is the same because nothing else of the value is reachable. A comparison
+/// with the `null` literal (`previous == null`) only tests presence, which the
+/// projection keeps (an absent resource is `null`, a present one a map), so it does not
+/// count as a use of the whole value. `event` is bound only when the expression names it.
 #[derive(Debug, Default)]
 struct Reads {
     current: Option<Vec<String>>,
     previous: Option<Vec<String>>,
+    event: bool,
+}
+
+/// The identifier `x` of a call `x == null` or `x != null` (either side).
+fn null_test_operand(call: &CallExpr) -> Option<&str> {
+    if call.target.is_some() || !matches!(call.func_name.as_str(), "_==_" | "_!=_") {
+        return None;
+    }
+    match call.args.as_slice() {
+        [IdedExpr {
+            expr: Expr::Ident(name),
+            ..
+        }, IdedExpr {
+            expr: Expr::Literal(LiteralValue::Null),
+            ..
+        }]
+        | [IdedExpr {
+            expr: Expr::Literal(LiteralValue::Null),
+            ..
+        }, IdedExpr {
+            expr: Expr::Ident(name),
+            ..
+        }] => Some(name),
+        _ => None,
+    }
 }
 
 impl Reads {
@@ -51,11 +79,13 @@ impl Reads {
             "previous" => Some(1),
             _ => None,
         };
+        let mut event = false;
         let mut stack: Vec<&IdedExpr> = vec![root];
         while let Some(node) = stack.pop() {
             match &node.expr {
                 Expr::Select(select) => match &select.operand.expr {
                     Expr::Ident(name) => {
+                        event |= name == "event";
                         if let Some(i) = slot(name) {
                             if let Some(list) = &mut fields[i] {
                                 if !list.contains(&select.field) {
@@ -67,10 +97,12 @@ impl Reads {
                     _ => stack.push(&select.operand),
                 },
                 Expr::Ident(name) => {
+                    event |= name == "event";
                     if let Some(i) = slot(name) {
                         fields[i] = None;
                     }
                 }
+                Expr::Call(call) if null_test_operand(call).is_some_and(|n| slot(n).is_some()) => {}
                 Expr::Call(call) => {
                     stack.extend(call.target.iter().map(|t| t.as_ref()));
                     stack.extend(call.args.iter());
@@ -110,7 +142,11 @@ impl Reads {
             }
         }
         let [current, previous] = fields;
-        Reads { current, previous }
+        Reads {
+            current,
+            previous,
+            event,
+        }
     }
 }
 
@@ -359,17 +395,21 @@ impl CelFilter {
         previous: Option<&Value>,
         event: &Value,
     ) -> Result<cel::Value, CelFailure> {
-        let (Some(current), Some(previous), Some(event)) = (
+        let (Some(current), Some(previous)) = (
             to_cel(current, self.reads.current.as_deref()),
             to_cel(previous, self.reads.previous.as_deref()),
-            to_cel(Some(event), None),
         ) else {
             return Err(CelFailure::Conversion);
         };
         let mut context = cel::Context::with_env(Arc::clone(stdlib()));
         context.add_variable_from_value("current", current);
         context.add_variable_from_value("previous", previous);
-        context.add_variable_from_value("event", event);
+        if self.reads.event {
+            let Some(event) = to_cel(Some(event), None) else {
+                return Err(CelFailure::Conversion);
+            };
+            context.add_variable_from_value("event", event);
+        }
         self.program
             .execute(&context)
             .map_err(CelFailure::Execution)
@@ -395,8 +435,27 @@ mod tests {
         };
         assert_eq!(
             reads("current.status == 'a' && (previous == null || previous.status != 'a')"),
-            (Some(vec!["status".to_owned()]), None)
+            (
+                Some(vec!["status".to_owned()]),
+                Some(vec!["status".to_owned()])
+            )
         );
+        assert_eq!(reads("null != current").0, Some(vec![]));
+        assert_eq!(reads("previous == current").1, None);
+        let order = CelFilter::compile(
+            "current.status == 'active' && (previous == null || previous.status != 'active')",
+        )
+        .expect("compiles");
+        let active = serde_json::json!({"status": "active", "id": "1"});
+        let held = serde_json::json!({"status": "on-hold", "id": "1"});
+        let event = serde_json::json!({});
+        assert!(order.matches(Some(&active), None, &event));
+        assert!(order.matches(Some(&active), Some(&held), &event));
+        assert!(!order.matches(Some(&active), Some(&active), &event));
+        assert!(!order.reads.event);
+        let uses_event = CelFilter::compile("event.interaction == 'create'").expect("compiles");
+        assert!(uses_event.reads.event);
+        assert!(uses_event.matches(None, None, &serde_json::json!({"interaction": "create"})));
         assert_eq!(
             reads("has(current.code) && current.code.text == previous.id"),
             (Some(vec!["code".to_owned()]), Some(vec!["id".to_owned()]))

@@ -9,14 +9,14 @@
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
 /// A half-open instant range `[lo, hi)` in microseconds since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct DateRange {
     pub(crate) lo: i64,
     pub(crate) hi: i64,
 }
 
 /// The R4 search comparison prefixes (dates, numbers, quantities).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Prefix {
     Eq,
     Ne,

@@ -11,8 +11,9 @@ use crate::registry;
 use crate::search::SearchQuery;
 use crate::topic::{FilterDecl, TopicDefinition};
 
-/// A Subscription's compiled filters (see [`SubscriptionFilters::matches`]).
-#[derive(Debug, Clone, Default)]
+/// A Subscription's compiled filters (see [`SubscriptionFilters::matches`]). Equal
+/// filters (same parameters and values, in the same order) hash alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SubscriptionFilters {
     /// Filters that named a resource type, by type.
     typed: TypeMap<Vec<SearchQuery>>,
@@ -23,7 +24,7 @@ pub struct SubscriptionFilters {
 /// A map from resource type to `V` for the one to three types a topic has: a vector,
 /// because a `BTreeMap` allocates a node of eleven slots for one entry and a million
 /// subscriptions' filters are kept in memory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TypeMap<V>(Vec<(String, V)>);
 
 impl<V> Default for TypeMap<V> {

@@ -65,7 +65,7 @@ pub(crate) static FILTER_PARAM: std::sync::LazyLock<ParamDef> =
     });
 
 /// A compiled `_filter` expression.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum FilterExpr {
     /// One comparison, as an ordinary search clause.
     Test(Clause),

@@ -97,12 +97,12 @@ impl IndexParam {
     /// Calls `f` with every normalized value `resource` carries for this parameter (see
     /// the module docs); a value may be reported more than once. Never panics.
     pub fn for_each_value(&self, resource: &Value, f: &mut dyn FnMut(&str)) {
-        let nodes = self.def.plan.values(resource).unwrap_or_default();
-        let nodes = nodes.iter().map(|n| &**n);
+        // Visited in place (called per event for every indexed parameter): no list of
+        // elements is built. `any_value` stops early only when asked (`true`).
         let mut scratch = String::new();
         match self.def.ty {
             ParamType::Token => {
-                for node in nodes {
+                self.def.plan.any_value(resource, &mut |node, _| {
                     any_token_pair(node, &mut |system, code| {
                         f(code);
                         scratch.clear();
@@ -112,23 +112,28 @@ impl IndexParam {
                         f(&scratch);
                         false
                     });
-                }
+                    false
+                });
             }
             ParamType::Reference => {
-                for node in nodes {
-                    let Some(reference) = element_reference(node) else {
-                        continue;
-                    };
-                    f(reference.raw);
-                    if let (Some(typ), Some(id)) = (reference.typ, reference.id) {
-                        scratch.clear();
-                        scratch.push_str(typ);
-                        scratch.push('/');
-                        scratch.push_str(id);
-                        f(&scratch);
-                        f(id);
+                self.def.plan.any_value(resource, &mut |node, _| {
+                    if let Some(reference) = element_reference(node) {
+                        f(reference.raw);
+                        if let (Some(typ), Some(id)) = (reference.typ, reference.id) {
+                            scratch.clear();
+                            scratch.push_str(typ);
+                            scratch.push('/');
+                            scratch.push_str(id);
+                            // A relative reference is already in this form: each value
+                            // reported costs the index a lookup.
+                            if scratch != reference.raw {
+                                f(&scratch);
+                            }
+                            f(id);
+                        }
                     }
-                }
+                    false
+                });
             }
             _ => {}
         }

@@ -38,7 +38,7 @@ const SCALE: i128 = 1_000_000_000_000_000_000;
 const MAX_DECIMALS: u32 = 18;
 
 /// A search number: its value and implied range `[lo, hi)`, fixed-point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct SearchNumber {
     pub(crate) value: i128,
     pub(crate) lo: i128,
@@ -137,7 +137,7 @@ pub(crate) fn number_test(prefix: Prefix, param: &SearchNumber, x: i128) -> bool
 }
 
 /// The units a quantity search value requires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum QuantityUnit {
     /// A plain number: any unit.
     Any,
@@ -148,7 +148,7 @@ pub(crate) enum QuantityUnit {
 }
 
 /// One compiled quantity value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct QuantityQuery {
     pub(crate) prefix: Prefix,
     pub(crate) number: SearchNumber,

@@ -49,8 +49,10 @@ const RESULT_PARAMS: &[&str] = &[
 /// Search features recognised but not implemented yet.
 const UNSUPPORTED_PARAMS: &[&str] = &["_query", "_text", "_content", "_list"];
 
-/// A compiled search: a resource type and ANDed clauses.
-#[derive(Debug, Clone)]
+/// A compiled search: a resource type and ANDed clauses. Two queries are equal (and
+/// hash alike) when they test the same parameters with the same compiled values, so a
+/// subscription index can evaluate identical criteria once per event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SearchQuery {
     /// The registry's name: shared by every query, so matching reads a hot string.
     resource_type: &'static str,
@@ -58,7 +60,7 @@ pub struct SearchQuery {
 }
 
 /// One parameter occurrence of a query (values inside it are ORed).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Clause {
     /// The parameter name, without modifier.
     pub(crate) name: String,
@@ -66,11 +68,29 @@ pub(crate) struct Clause {
     pub(crate) modifier: Option<String>,
     /// Prefixes written explicitly in the values (`eq` included when written).
     pub(crate) prefixes: Vec<Prefix>,
-    def: &'static ParamDef,
+    def: DefRef,
     test: Test,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A registry entry, compared and hashed by identity (the registry holds each once).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DefRef(pub(crate) &'static ParamDef);
+
+impl PartialEq for DefRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for DefRef {}
+
+impl std::hash::Hash for DefRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(self.0, state);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum StringMode {
     StartsWith,
     Exact,
@@ -81,7 +101,7 @@ pub(crate) enum StringMode {
     EndsWith,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Test {
     Missing(bool),
     Token {
@@ -397,7 +417,7 @@ impl Clause {
             Test::Reference(refs) => refs.iter().map(reference_key).collect(),
             _ => return None,
         };
-        EqualityKey::new(self.def, values)
+        EqualityKey::new(self.def.0, values)
     }
 
     /// For `_filter`: turns a plain string clause (`name=value`, values normalized)
@@ -414,7 +434,7 @@ impl Clause {
 
     /// Whether the resource passes this clause. Never panics.
     pub(crate) fn matches(&self, resource: &Value) -> bool {
-        self.test.eval(self.def, &self.def.plan, resource) == Some(true)
+        self.test.eval(self.def.0, &self.def.0.plan, resource) == Some(true)
     }
 
     /// What this clause sees in `resource` and its verdict, for
@@ -446,7 +466,7 @@ impl Clause {
                 note: Some(note),
             };
         }
-        let values = self.def.plan.values(resource);
+        let values = self.def.0.plan.values(resource);
         if let Test::Chain { target, .. } = &self.test {
             return ClauseFindings {
                 values,
@@ -468,7 +488,7 @@ impl Clause {
             ),
             Some(found) if found.is_empty() && !matched => Some(format!(
                 "the resource has no value at {}",
-                self.def.plan.describe()
+                self.def.0.plan.describe()
             )),
             Some(_) => self.test.note(matched),
         };
@@ -632,7 +652,7 @@ fn parse_has(
         name: "_has".to_owned(),
         modifier: Some(format!("{source}:{param}")),
         prefixes: inner.prefixes.clone(),
-        def: &SPECIAL_PARAM,
+        def: DefRef(&SPECIAL_PARAM),
         test: Test::Has {
             source,
             param: (*param).into(),
@@ -711,7 +731,7 @@ fn parse_chain(
         name: name.to_owned(),
         modifier: Some(target.to_owned()),
         prefixes: inner.prefixes.clone(),
-        def,
+        def: DefRef(def),
         test: Test::Chain {
             target,
             inner: Box::new(inner),
@@ -762,7 +782,7 @@ fn parse_named(
             name: name.to_owned(),
             modifier: None,
             prefixes: Vec::new(),
-            def: &FILTER_PARAM,
+            def: DefRef(&FILTER_PARAM),
             test: Test::Filter(Box::new(FilterExpr::compile(resource_type, &value)?)),
         });
     }
@@ -784,7 +804,7 @@ fn parse_named(
             name: name.to_owned(),
             modifier: None,
             prefixes: Vec::new(),
-            def: &SPECIAL_PARAM,
+            def: DefRef(&SPECIAL_PARAM),
             test: Test::Type(types),
         });
     }
@@ -824,7 +844,7 @@ fn parse_named(
         name: name.to_owned(),
         modifier: modifier.map(str::to_owned),
         prefixes,
-        def,
+        def: DefRef(def),
         test,
     })
 }

@@ -72,7 +72,7 @@ pub(crate) fn collect<'a>(root: &'a Value, path: &str, out: &mut Vec<&'a Value>)
 // ---------------------------------------------------------------- token
 
 /// One compiled token value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum TokenQuery {
     /// `code`: the code in any system (or none).
     Code(String),
@@ -96,10 +96,12 @@ pub(crate) fn any_token_pair<'a>(
         Value::String(s) => f(None, s),
         Value::Bool(b) => f(None, if *b { "true" } else { "false" }),
         Value::Object(o) => {
-            let system = o.get("system").and_then(Value::as_str);
             if let Some(codings) = o.get("coding").and_then(Value::as_array) {
-                codings.iter().any(|coding| any_token_pair(coding, f))
-            } else if let Some(code) = o.get("code").and_then(Value::as_str) {
+                return codings.iter().any(|coding| any_token_pair(coding, f));
+            }
+            // Looked up only when needed: a key lookup hashes the key.
+            let system = o.get("system").and_then(Value::as_str);
+            if let Some(code) = o.get("code").and_then(Value::as_str) {
                 f(system, code)
             } else if let Some(value) = o.get("value").and_then(Value::as_str) {
                 if system.is_some_and(|s| CONTACT_POINT_SYSTEMS.contains(&s)) {
@@ -176,7 +178,7 @@ pub(crate) fn token_texts(node: &Value) -> Vec<&str> {
 
 /// A reference split into its parts. `typ`/`id` are set when the reference has the
 /// shape `[base/]Type/id[/_history/v]` (or a bare id, for search values only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RefParts {
     pub(crate) typ: Option<String>,
     pub(crate) id: Option<String>,
@@ -202,7 +204,14 @@ pub(crate) struct RefView<'a> {
 /// Splits a reference string without allocating. A bare id (no `/`, no `:`) yields
 /// only `id`.
 pub(crate) fn split_reference_view(s: &str) -> RefView<'_> {
-    let raw = match s.find("/_history/") {
+    // A byte scan: `str::find` with a string pattern sets up a two-way searcher per
+    // call, which costs more than scanning a short reference.
+    const HISTORY: &[u8] = b"/_history/";
+    let raw = match s
+        .as_bytes()
+        .windows(HISTORY.len())
+        .position(|w| w == HISTORY)
+    {
         Some(i) => &s[..i],
         None => s,
     };
@@ -371,7 +380,7 @@ pub(crate) fn date_ranges(node: &Value) -> Option<DateRange> {
 // ---------------------------------------------------------------- uri
 
 /// Uri matching modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum UriMode {
     /// Exact match; a canonical `url|version` also matches the bare `url`.
     Exact,

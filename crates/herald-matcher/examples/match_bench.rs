@@ -5,8 +5,9 @@
 //!
 //! `cargo run --release -p herald-matcher --example match_bench [-- SIZES...]`, e.g.
 //! `-- 10000 100000` (default: 10000 100000 1000000); `--index-only` skips the linear
-//! scan. Indexed runs use 200,000 events;
-//! the linear scan uses fewer (it is orders of magnitude slower), scaled to the size.
+//! scan; `--events=N` sets the indexed runs' events (default 200,000; fewer keeps
+//! `valgrind --tool=callgrind` runs short). The linear scan uses fewer events (it is
+//! orders of magnitude slower), scaled to the size.
 
 use herald_matcher::bench::{run_match_benchmark_with, MatchBenchOptions, MatchBenchReport};
 
@@ -20,8 +21,14 @@ fn linear_events(subscriptions: usize) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let with_linear = !args.iter().any(|a| a == "--index-only");
+    let indexed_events = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--events="))
+        .and_then(|n| n.replace('_', "").parse().ok())
+        .unwrap_or(INDEXED_EVENTS);
     let sizes: Vec<usize> = args
         .iter()
+        .filter(|a| !a.starts_with("--"))
         .filter_map(|a| a.replace('_', "").parse().ok())
         .collect();
     let sizes = if sizes.is_empty() {
@@ -33,7 +40,7 @@ fn main() {
     println!("{}", MatchBenchReport::table_header());
     let mut ratios = Vec::new();
     for subscriptions in sizes {
-        let indexed = run_match_benchmark_with(options(subscriptions, INDEXED_EVENTS, true));
+        let indexed = run_match_benchmark_with(options(subscriptions, indexed_events, true));
         println!("{}", indexed.table_row());
         if !with_linear {
             println!("{indexed}");

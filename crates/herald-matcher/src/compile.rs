@@ -1,5 +1,6 @@
 //! Turning a Subscription into something that can be evaluated per event.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use herald_criteria::{
@@ -26,6 +27,10 @@ pub enum CompileError {
 }
 
 /// Compiled criteria of one subscription.
+///
+/// Equal criteria match the same events: queries and filters are compared by value,
+/// topics by identity (the same compiled `TopicDefinition`, as the catalog hands out for
+/// one topic). The index uses this to evaluate identical criteria once per event.
 #[derive(Debug, Clone)]
 pub enum CompiledCriteria {
     Topic {
@@ -34,6 +39,40 @@ pub enum CompiledCriteria {
     },
     /// R4 classic: the search is applied to the new version; no notification on delete.
     Search(SearchQuery),
+}
+
+impl PartialEq for CompiledCriteria {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Search(a), Self::Search(b)) => a == b,
+            (
+                Self::Topic { topic, filters },
+                Self::Topic {
+                    topic: other_topic,
+                    filters: other_filters,
+                },
+            ) => Arc::ptr_eq(topic, other_topic) && filters == other_filters,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CompiledCriteria {}
+
+impl Hash for CompiledCriteria {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Search(query) => {
+                state.write_u8(0);
+                query.hash(state);
+            }
+            Self::Topic { topic, filters } => {
+                state.write_u8(1);
+                std::ptr::hash(Arc::as_ptr(topic), state);
+                filters.hash(state);
+            }
+        }
+    }
 }
 
 impl CompiledCriteria {

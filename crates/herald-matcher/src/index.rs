@@ -8,6 +8,13 @@
 //! values are extracted once from the current and previous resource and looked up, so
 //! the work per event follows the number of candidates, not of subscriptions.
 //! Subscriptions without such a key sit on a per-(tenant, type) "always check" list.
+//!
+//! What is filed is not the subscription but its criteria group: all subscriptions of
+//! a tenant with identical compiled criteria share one group, whose criteria are
+//! evaluated once per event and then expand to the members in force. With many
+//! subscribers per criteria (a patient's several dashboards, the watchers of one code,
+//! a broad `status=active`), the evaluations per event follow the distinct criteria.
+//!
 //! The index over-approximates (candidates are evaluated in full) but never misses:
 //! equality keys and resource values come from the same extraction the evaluator uses
 //! (see [`herald_criteria::EqualityKey`]), which a property test checks against a
@@ -76,45 +83,74 @@ impl Placement {
     }
 }
 
-/// The subscriptions filed under one value: one (most values, e.g. a patient's
-/// dashboard) or several.
+/// Identifies a [`CriteriaGroup`] in [`SubscriptionIndex::groups`].
+type GroupId = u32;
+
+/// The criteria groups filed under one value: one (most values, e.g. a patient) or
+/// several.
 #[derive(Debug)]
 enum Posting {
-    One(Arc<ActiveSubscription>),
-    Many(Vec<Arc<ActiveSubscription>>),
+    One(GroupId),
+    Many(Vec<GroupId>),
 }
 
 impl Posting {
-    fn push(&mut self, subscription: Arc<ActiveSubscription>) {
+    /// Adds `group` unless it is already there (two values of one key may hash alike).
+    fn add(&mut self, group: GroupId) {
         match self {
-            Posting::One(first) => {
-                *self = Posting::Many(vec![Arc::clone(first), subscription]);
-            }
-            Posting::Many(list) => list.push(subscription),
+            Posting::One(first) if *first == group => {}
+            Posting::One(first) => *self = Posting::Many(vec![*first, group]),
+            Posting::Many(list) if list.contains(&group) => {}
+            Posting::Many(list) => list.push(group),
         }
     }
 
-    /// Removes `subscription`; returns whether the posting is now empty.
-    fn remove(&mut self, subscription: &Arc<ActiveSubscription>) -> bool {
+    /// Removes `group`; returns whether the posting is now empty.
+    fn remove(&mut self, group: GroupId) -> bool {
         let list = match self {
-            Posting::One(only) => return Arc::ptr_eq(only, subscription),
+            Posting::One(only) => return *only == group,
             Posting::Many(list) => list,
         };
-        list.retain(|s| !Arc::ptr_eq(s, subscription));
-        if list.len() == 1 {
-            if let Some(only) = list.pop() {
-                *self = Posting::One(only);
-            }
+        list.retain(|g| *g != group);
+        if let [only] = list.as_slice() {
+            *self = Posting::One(*only);
             return false;
         }
         list.is_empty()
     }
 
-    fn as_slice(&self) -> &[Arc<ActiveSubscription>] {
+    fn as_slice(&self) -> &[GroupId] {
         match self {
             Posting::One(only) => std::slice::from_ref(only),
             Posting::Many(list) => list,
         }
+    }
+}
+
+/// Subscriptions of one tenant with identical compiled criteria (see
+/// [`CompiledCriteria`]'s equality): the index files the group once, and the criteria
+/// are evaluated once per event for all members. Large subscription populations repeat
+/// criteria a lot (several dashboards per patient, many watchers per code, broad
+/// criteria shared by whole departments).
+#[derive(Debug)]
+struct CriteriaGroup {
+    /// Never empty; every member's criteria equal `members[0].criteria`.
+    members: Vec<Arc<ActiveSubscription>>,
+    /// Members with a `Subscription.end`. Without any, every member is in force and
+    /// a match expands to the member list without reading each member (at a million
+    /// subscriptions, each read is likely a cache miss).
+    members_with_end: usize,
+    /// Members with their own CEL filter: they are checked one by one on expansion.
+    members_with_cel: usize,
+}
+
+impl CriteriaGroup {
+    fn criteria(&self) -> &CompiledCriteria {
+        &self.members[0].criteria
+    }
+
+    fn tenant(&self) -> &str {
+        &self.members[0].key.tenant
     }
 }
 
@@ -157,7 +193,8 @@ struct Dimension {
 struct Partition {
     /// Every subscription registered for the type, for [`SubscriptionIndex::candidates`].
     all: Vec<Arc<ActiveSubscription>>,
-    always_check: Vec<Arc<ActiveSubscription>>,
+    /// Groups without a usable equality key.
+    always_check: Vec<GroupId>,
     dimensions: Vec<Dimension>,
 }
 
@@ -192,12 +229,18 @@ impl Borrow<SubscriptionKey> for ByKey {
     }
 }
 
-/// The active subscriptions, inverted by their equality keys (see the module docs).
+/// The active subscriptions, grouped by identical criteria and inverted by their
+/// equality keys (see the module docs).
 #[derive(Debug, Default)]
 pub struct SubscriptionIndex {
     by_key: HashSet<ByKey>,
     /// tenant → resource type → partition; nested so lookups borrow the event's strings.
     partitions: HashMap<String, HashMap<String, Partition, FastHash>, FastHash>,
+    /// Criteria groups by [`GroupId`]; `None` slots are free (listed in `free_groups`).
+    groups: Vec<Option<CriteriaGroup>>,
+    free_groups: Vec<GroupId>,
+    /// Hash of (tenant, criteria) → the groups with that hash.
+    groups_by_criteria: PostingMap,
     /// Keys the value hashes of this index (random per index).
     value_hasher: FastHash,
     /// Subscriptions with chained parameters: while there are any, the matcher fetches
@@ -236,6 +279,34 @@ impl SubscriptionIndex {
         self.value_hasher.hash_one(value)
     }
 
+    fn criteria_hash(&self, tenant: &str, criteria: &CompiledCriteria) -> u64 {
+        self.value_hasher.hash_one((tenant, criteria))
+    }
+
+    fn group(&self, id: GroupId) -> &CriteriaGroup {
+        match &self.groups[id as usize] {
+            Some(group) => group,
+            // Postings and lists only name live groups (see `remove`).
+            None => unreachable!("criteria group {id} is filed but free"),
+        }
+    }
+
+    fn group_mut(&mut self, id: GroupId) -> &mut CriteriaGroup {
+        match &mut self.groups[id as usize] {
+            Some(group) => group,
+            None => unreachable!("criteria group {id} is filed but free"),
+        }
+    }
+
+    /// The group of `tenant` whose criteria equal `criteria` (of hash `hash`).
+    fn find_group(&self, hash: u64, tenant: &str, criteria: &CompiledCriteria) -> Option<GroupId> {
+        let posting = self.groups_by_criteria.get(&hash)?;
+        posting.as_slice().iter().copied().find(|&id| {
+            let group = self.group(id);
+            group.tenant() == tenant && group.criteria() == criteria
+        })
+    }
+
     /// Adds a subscription, replacing any with the same key.
     pub fn insert(&mut self, subscription: ActiveSubscription) {
         self.remove(&subscription.key);
@@ -251,64 +322,145 @@ impl SubscriptionIndex {
             }
         }
         let subscription = Arc::new(subscription);
-        for resource_type in subscription.criteria.resource_types() {
-            let placement = Placement::of(&subscription.criteria, &resource_type);
-            let hashes: Vec<u64> = match &placement {
-                Placement::Keyed(key) => key.values.iter().map(|v| self.value_hash(v)).collect(),
-                _ => Vec::new(),
-            };
-            let partition = self
-                .partitions
-                .entry(subscription.key.tenant.clone())
+        let tenant = subscription.key.tenant.as_str();
+        let resource_types = subscription.criteria.resource_types();
+        let by_type = self.partitions.entry(tenant.to_owned()).or_default();
+        for resource_type in &resource_types {
+            by_type
+                .entry(resource_type.clone())
                 .or_default()
-                .entry(resource_type)
-                .or_default();
-            partition.all.push(Arc::clone(&subscription));
-            match placement {
-                Placement::Nowhere => {}
-                Placement::AlwaysCheck => partition.always_check.push(Arc::clone(&subscription)),
-                Placement::Keyed(key) => {
-                    let position = partition
-                        .dimensions
-                        .iter()
-                        .position(|d| d.param == key.param);
-                    let dimension = match position {
-                        Some(i) => &mut partition.dimensions[i],
-                        None => {
-                            partition.dimensions.push(Dimension {
-                                param: key.param,
-                                postings: PostingMap::default(),
-                            });
-                            let last = partition.dimensions.len() - 1;
-                            &mut partition.dimensions[last]
-                        }
-                    };
-                    for hash in hashes {
-                        match dimension.postings.entry(hash) {
-                            Entry::Occupied(mut posting) => {
-                                let posting = posting.get_mut();
-                                // Two values of one key may hash alike; file once.
-                                if !posting
-                                    .as_slice()
-                                    .iter()
-                                    .any(|s| Arc::ptr_eq(s, &subscription))
-                                {
-                                    posting.push(Arc::clone(&subscription));
-                                }
-                            }
-                            Entry::Vacant(slot) => {
-                                slot.insert(Posting::One(Arc::clone(&subscription)));
-                            }
-                        }
-                    }
+                .all
+                .push(Arc::clone(&subscription));
+        }
+        let hash = self.criteria_hash(tenant, &subscription.criteria);
+        let has_end = usize::from(subscription.end.is_some());
+        if let Some(id) = self.find_group(hash, tenant, &subscription.criteria) {
+            let group = self.group_mut(id);
+            group.members.push(Arc::clone(&subscription));
+            group.members_with_end += has_end;
+            group.members_with_cel += usize::from(subscription.cel.is_some());
+        } else {
+            let group = CriteriaGroup {
+                members: vec![Arc::clone(&subscription)],
+                members_with_end: has_end,
+                members_with_cel: usize::from(subscription.cel.is_some()),
+            };
+            let id = match self.free_groups.pop() {
+                Some(id) => {
+                    self.groups[id as usize] = Some(group);
+                    id
                 }
+                None => {
+                    let id = GroupId::try_from(self.groups.len())
+                        .unwrap_or_else(|_| panic!("more than {} criteria groups", GroupId::MAX));
+                    self.groups.push(Some(group));
+                    id
+                }
+            };
+            match self.groups_by_criteria.entry(hash) {
+                Entry::Occupied(mut posting) => posting.get_mut().add(id),
+                Entry::Vacant(slot) => {
+                    slot.insert(Posting::One(id));
+                }
+            }
+            for resource_type in &resource_types {
+                self.file_group(id, &subscription, resource_type);
             }
         }
         self.by_key.insert(ByKey(subscription));
     }
 
-    /// Removes a subscription; the cost follows its posting lists, plus a scan of its
-    /// partition's list of all subscriptions.
+    /// Files a new group (represented by `subscription`) in the partition of
+    /// `resource_type`.
+    fn file_group(&mut self, id: GroupId, subscription: &ActiveSubscription, resource_type: &str) {
+        let placement = Placement::of(&subscription.criteria, resource_type);
+        let hashes: Vec<u64> = match &placement {
+            Placement::Keyed(key) => key.values.iter().map(|v| self.value_hash(v)).collect(),
+            _ => Vec::new(),
+        };
+        let Some(partition) = self
+            .partitions
+            .get_mut(&subscription.key.tenant)
+            .and_then(|by_type| by_type.get_mut(resource_type))
+        else {
+            return;
+        };
+        match placement {
+            Placement::Nowhere => {}
+            Placement::AlwaysCheck => partition.always_check.push(id),
+            Placement::Keyed(key) => {
+                let position = partition
+                    .dimensions
+                    .iter()
+                    .position(|d| d.param == key.param);
+                let dimension = match position {
+                    Some(i) => &mut partition.dimensions[i],
+                    None => {
+                        partition.dimensions.push(Dimension {
+                            param: key.param,
+                            postings: PostingMap::default(),
+                        });
+                        let last = partition.dimensions.len() - 1;
+                        &mut partition.dimensions[last]
+                    }
+                };
+                for hash in hashes {
+                    match dimension.postings.entry(hash) {
+                        Entry::Occupied(mut posting) => posting.get_mut().add(id),
+                        Entry::Vacant(slot) => {
+                            slot.insert(Posting::One(id));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a group that lost its last member out of the partition of
+    /// `resource_type`.
+    fn unfile_group(
+        &mut self,
+        id: GroupId,
+        subscription: &ActiveSubscription,
+        resource_type: &str,
+    ) {
+        let placement = Placement::of(&subscription.criteria, resource_type);
+        let hashes: Vec<u64> = match &placement {
+            Placement::Keyed(key) => key.values.iter().map(|v| self.value_hash(v)).collect(),
+            _ => Vec::new(),
+        };
+        let Some(partition) = self
+            .partitions
+            .get_mut(&subscription.key.tenant)
+            .and_then(|by_type| by_type.get_mut(resource_type))
+        else {
+            return;
+        };
+        match placement {
+            Placement::Nowhere => {}
+            Placement::AlwaysCheck => partition.always_check.retain(|g| *g != id),
+            Placement::Keyed(equality) => {
+                if let Some(dimension) = partition
+                    .dimensions
+                    .iter_mut()
+                    .find(|d| d.param == equality.param)
+                {
+                    for hash in hashes {
+                        if let Entry::Occupied(mut posting) = dimension.postings.entry(hash) {
+                            if posting.get_mut().remove(id) {
+                                posting.remove();
+                            }
+                        }
+                    }
+                }
+                // A parameter nobody is filed under any more is not extracted again.
+                partition.dimensions.retain(|d| !d.postings.is_empty());
+            }
+        }
+    }
+
+    /// Removes a subscription; the cost follows its posting lists and its group, plus a
+    /// scan of its partition's list of all subscriptions.
     pub fn remove(&mut self, key: &SubscriptionKey) {
         let Some(ByKey(old)) = self.by_key.take(key) else {
             return;
@@ -329,48 +481,43 @@ impl SubscriptionIndex {
                 }
             }
         }
-        for resource_type in old.criteria.resource_types() {
-            let placement = Placement::of(&old.criteria, &resource_type);
-            let hashes: Vec<u64> = match &placement {
-                Placement::Keyed(key) => key.values.iter().map(|v| self.value_hash(v)).collect(),
-                _ => Vec::new(),
-            };
-            let Some(by_type) = self.partitions.get_mut(&key.tenant) else {
-                continue;
-            };
-            let Some(partition) = by_type.get_mut(&resource_type) else {
+        let resource_types = old.criteria.resource_types();
+        let hash = self.criteria_hash(&key.tenant, &old.criteria);
+        if let Some(id) = self.find_group(hash, &key.tenant, &old.criteria) {
+            let group = self.group_mut(id);
+            group.members.retain(|s| !Arc::ptr_eq(s, &old));
+            group.members_with_end -= usize::from(old.end.is_some());
+            group.members_with_cel -= usize::from(old.cel.is_some());
+            if group.members.is_empty() {
+                // Unfiled while the slot still holds the (empty) group, then freed.
+                for resource_type in &resource_types {
+                    self.unfile_group(id, &old, resource_type);
+                }
+                if let Entry::Occupied(mut posting) = self.groups_by_criteria.entry(hash) {
+                    if posting.get_mut().remove(id) {
+                        posting.remove();
+                    }
+                }
+                self.groups[id as usize] = None;
+                self.free_groups.push(id);
+            }
+        }
+        let Some(by_type) = self.partitions.get_mut(&key.tenant) else {
+            return;
+        };
+        for resource_type in &resource_types {
+            let Some(partition) = by_type.get_mut(resource_type) else {
                 continue;
             };
             if let Some(i) = partition.all.iter().position(|s| Arc::ptr_eq(s, &old)) {
                 partition.all.swap_remove(i);
             }
-            match placement {
-                Placement::Nowhere => {}
-                Placement::AlwaysCheck => partition.always_check.retain(|s| !Arc::ptr_eq(s, &old)),
-                Placement::Keyed(equality) => {
-                    if let Some(dimension) = partition
-                        .dimensions
-                        .iter_mut()
-                        .find(|d| d.param == equality.param)
-                    {
-                        for hash in hashes {
-                            if let Entry::Occupied(mut posting) = dimension.postings.entry(hash) {
-                                if posting.get_mut().remove(&old) {
-                                    posting.remove();
-                                }
-                            }
-                        }
-                    }
-                    // A parameter nobody is filed under any more is not extracted again.
-                    partition.dimensions.retain(|d| !d.postings.is_empty());
-                }
-            }
             if partition.is_empty() {
-                by_type.remove(&resource_type);
-                if by_type.is_empty() {
-                    self.partitions.remove(&key.tenant);
-                }
+                by_type.remove(resource_type);
             }
+        }
+        if by_type.is_empty() {
+            self.partitions.remove(&key.tenant);
         }
     }
 
@@ -380,19 +527,58 @@ impl SubscriptionIndex {
 
     /// Every subscription of `tenant` registered for `resource_type`: a linear scan's
     /// candidates (for baselines and diagnostics; the matcher uses
-    /// [`candidates_for`](Self::candidates_for)). In no particular order.
+    /// [`matching`](Self::matching)). In no particular order.
     pub fn candidates(&self, tenant: &str, resource_type: &str) -> &[Arc<ActiveSubscription>] {
         self.partition(tenant, resource_type)
             .map(|p| p.all.as_slice())
             .unwrap_or(&[])
     }
 
+    /// The criteria groups that could match an event on `partition`: those filed under
+    /// a value the current or previous resource carries, plus those without an equality
+    /// key. Each group once, appended to `out`. Each indexed parameter is extracted once
+    /// per resource, whatever the number of subscriptions.
+    fn candidate_groups(
+        &self,
+        partition: &Partition,
+        event: &ChangeEvent,
+        previous: Option<&Value>,
+        out: &mut Vec<GroupId>,
+    ) {
+        let resources = [event.resource.as_ref(), previous];
+        // Values already looked up in this dimension: an update usually carries the
+        // same subject or code in both versions, and each lookup in a large posting
+        // map is likely a cache miss.
+        let mut looked_up: Vec<u64> = Vec::new();
+        for dimension in &partition.dimensions {
+            looked_up.clear();
+            for resource in resources.into_iter().flatten() {
+                dimension.param.for_each_value(resource, &mut |value| {
+                    let hash = self.value_hash(value);
+                    if looked_up.contains(&hash) {
+                        return;
+                    }
+                    looked_up.push(hash);
+                    if let Some(posting) = dimension.postings.get(&hash) {
+                        out.extend_from_slice(posting.as_slice());
+                    }
+                });
+            }
+        }
+        // A group can be reached through several values (OR lists, current and
+        // previous, a value reported in two forms).
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out.extend_from_slice(&partition.always_check);
+    }
+
     /// The subscriptions that could match `event` (with `previous`, the prior version,
-    /// where known): those filed under a value the current or previous resource
-    /// carries, plus those without an equality key. A superset of the matches, each
-    /// subscription once, in no particular order; evaluate each with
-    /// [`CompiledCriteria::matches`]. Each indexed parameter is extracted once per
-    /// resource, whatever the number of subscriptions.
+    /// where known): the members of every candidate criteria group. A superset of the
+    /// matches, each subscription once, in no particular order; evaluate each with
+    /// [`CompiledCriteria::matches`]. For diagnostics and tests:
+    /// [`matching`](Self::matching) evaluates each group's criteria once instead.
     pub fn candidates_for<'a>(
         &'a self,
         event: &ChangeEvent,
@@ -401,37 +587,67 @@ impl SubscriptionIndex {
         let Some(partition) = self.partition(&event.tenant, &event.resource_type) else {
             return Vec::new();
         };
-        let mut found: Vec<&'a Arc<ActiveSubscription>> = Vec::new();
-        let resources = [event.resource.as_ref(), previous];
-        for dimension in &partition.dimensions {
-            for resource in resources.into_iter().flatten() {
-                dimension.param.for_each_value(resource, &mut |value| {
-                    if let Some(posting) = dimension.postings.get(&self.value_hash(value)) {
-                        found.extend(posting.as_slice());
-                    }
-                });
-            }
-        }
-        // A subscription can be reached through several values (OR lists, current and
-        // previous, a value reported in two forms).
-        if found.len() > 1 {
-            found.sort_unstable_by_key(|s| Arc::as_ptr(s));
-            found.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        }
-        found.extend(partition.always_check.iter());
-        found
+        let mut groups = Vec::new();
+        self.candidate_groups(partition, event, previous, &mut groups);
+        groups
+            .into_iter()
+            .flat_map(|id| self.group(id).members.iter())
+            .collect()
     }
 
-    /// The subscriptions in force at `now` that `event` matches: the candidates of
-    /// [`candidates_for`](Self::candidates_for), evaluated in full with
-    /// [`evaluate_candidates`].
+    /// The subscriptions in force at `now` that `event` matches: each candidate group's
+    /// criteria evaluated once (as [`CompiledCriteria::matches`], sharing topic trigger
+    /// results as [`evaluate_candidates`] does), then its members in force.
     pub fn matching<'a>(
         &'a self,
         event: &ChangeEvent,
         previous: Option<&Value>,
         now: DateTime<Utc>,
     ) -> Vec<&'a Arc<ActiveSubscription>> {
-        evaluate_candidates(self.candidates_for(event, previous), event, previous, now)
+        let mut matched = Vec::new();
+        self.match_into(event, previous, now, &mut matched);
+        matched
+    }
+
+    /// [`matching`](Self::matching) into `matched`; returns the number of criteria
+    /// groups evaluated.
+    pub(crate) fn match_into<'a>(
+        &'a self,
+        event: &ChangeEvent,
+        previous: Option<&Value>,
+        now: DateTime<Utc>,
+        matched: &mut Vec<&'a Arc<ActiveSubscription>>,
+    ) -> usize {
+        let Some(partition) = self.partition(&event.tenant, &event.resource_type) else {
+            return 0;
+        };
+        let mut groups = Vec::new();
+        self.candidate_groups(partition, event, previous, &mut groups);
+        let mut evaluator = CriteriaEvaluator::new(event, previous);
+        let mut evaluated = 0;
+        for id in groups {
+            let group = self.group(id);
+            let all_in_force = group.members_with_end == 0;
+            if !all_in_force && !group.members.iter().any(|s| s.in_force(now)) {
+                continue;
+            }
+            evaluated += 1;
+            if !evaluator.matches(group.criteria()) {
+                continue;
+            }
+            if all_in_force && group.members_with_cel == 0 {
+                matched.extend(group.members.iter());
+            } else {
+                // Ended members drop out; a member's own CEL filter is its own.
+                matched.extend(
+                    group
+                        .members
+                        .iter()
+                        .filter(|s| s.in_force(now) && s.cel_passes(event, previous)),
+                );
+            }
+        }
+        evaluated
     }
 
     /// The keys of [`matching`](Self::matching).
@@ -451,6 +667,7 @@ impl SubscriptionIndex {
     pub fn stats(&self) -> IndexStats {
         let mut stats = IndexStats {
             subscriptions: self.by_key.len(),
+            criteria_groups: self.groups.len() - self.free_groups.len(),
             ..IndexStats::default()
         };
         for partition in self.partitions.values().flat_map(HashMap::values) {
@@ -470,54 +687,79 @@ impl SubscriptionIndex {
     }
 }
 
-/// The candidates in force at `now` that `event` matches. The result is that of
-/// [`CompiledCriteria::matches`] on each, but a topic's trigger (query criteria,
-/// FHIRPath, CEL) is evaluated at most once per event for all candidates sharing that
-/// compiled topic, and only for candidates whose (cheaper) filters pass.
+/// Evaluates compiled criteria on one event, as [`CompiledCriteria::matches`] does, but
+/// a topic's trigger (query criteria, FHIRPath, CEL) at most once per event for all
+/// criteria sharing that compiled topic, and only when the (cheaper) filters pass.
+struct CriteriaEvaluator<'e> {
+    event: &'e ChangeEvent,
+    previous: Option<&'e Value>,
+    interaction: Interaction,
+    /// The resource filters are checked on: the current version, else the previous.
+    focus: Option<&'e Value>,
+    /// Trigger results so far, by topic.
+    fired: Vec<(*const TopicDefinition, bool)>,
+}
+
+impl<'e> CriteriaEvaluator<'e> {
+    fn new(event: &'e ChangeEvent, previous: Option<&'e Value>) -> Self {
+        CriteriaEvaluator {
+            event,
+            previous,
+            interaction: match event.action {
+                Action::Create => Interaction::Create,
+                Action::Update => Interaction::Update,
+                Action::Delete => Interaction::Delete,
+            },
+            focus: event.resource.as_ref().or(previous),
+            fired: Vec::new(),
+        }
+    }
+
+    fn matches(&mut self, criteria: &CompiledCriteria) -> bool {
+        let CompiledCriteria::Topic { topic, filters } = criteria else {
+            return criteria.matches(self.event, self.previous);
+        };
+        // As in `CompiledCriteria::matches`: filters on the focus (a delete of a
+        // resource never seen passes only without filters), and the trigger.
+        let filters_pass = match self.focus {
+            Some(focus) => filters.matches(&self.event.resource_type, focus),
+            None => filters.is_empty(),
+        };
+        if !filters_pass {
+            return false;
+        }
+        let topic_id = Arc::as_ptr(topic);
+        if let Some((_, result)) = self.fired.iter().find(|(t, _)| *t == topic_id) {
+            return *result;
+        }
+        let result = topic.triggers(
+            self.interaction,
+            &self.event.resource_type,
+            self.event.resource.as_ref(),
+            self.previous,
+        );
+        self.fired.push((topic_id, result));
+        result
+    }
+}
+
+/// The candidates in force at `now` that `event` matches, each evaluated on its own
+/// (without criteria groups; see [`SubscriptionIndex::matching`]). The result is that of
+/// [`CompiledCriteria::matches`] on each, but a topic's trigger is evaluated at most
+/// once per event for all candidates sharing that compiled topic.
 pub fn evaluate_candidates<'a>(
     candidates: impl IntoIterator<Item = &'a Arc<ActiveSubscription>>,
     event: &ChangeEvent,
     previous: Option<&Value>,
     now: DateTime<Utc>,
 ) -> Vec<&'a Arc<ActiveSubscription>> {
-    let interaction = match event.action {
-        Action::Create => Interaction::Create,
-        Action::Update => Interaction::Update,
-        Action::Delete => Interaction::Delete,
-    };
-    let focus = event.resource.as_ref().or(previous);
-    let mut fired: Vec<(*const TopicDefinition, bool)> = Vec::new();
+    let mut evaluator = CriteriaEvaluator::new(event, previous);
     candidates
         .into_iter()
         .filter(|subscription| {
-            if !subscription.in_force(now) {
-                return false;
-            }
-            let CompiledCriteria::Topic { topic, filters } = &subscription.criteria else {
-                return subscription.criteria.matches(event, previous)
-                    && subscription.cel_passes(event, previous);
-            };
-            // As in `CompiledCriteria::matches`: filters on the focus (a delete of a
-            // resource never seen passes only without filters), and the trigger.
-            let filters_pass = match focus {
-                Some(focus) => filters.matches(&event.resource_type, focus),
-                None => filters.is_empty(),
-            };
-            if !filters_pass {
-                return false;
-            }
-            let topic_id = Arc::as_ptr(topic);
-            if let Some((_, result)) = fired.iter().find(|(t, _)| *t == topic_id) {
-                return *result && subscription.cel_passes(event, previous);
-            }
-            let result = topic.triggers(
-                interaction,
-                &event.resource_type,
-                event.resource.as_ref(),
-                previous,
-            );
-            fired.push((topic_id, result));
-            result && subscription.cel_passes(event, previous)
+            subscription.in_force(now)
+                && evaluator.matches(&subscription.criteria)
+                && subscription.cel_passes(event, previous)
         })
         .collect()
 }
@@ -526,6 +768,8 @@ pub fn evaluate_candidates<'a>(
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IndexStats {
     pub subscriptions: usize,
+    /// Distinct (tenant, criteria): what is filed and evaluated.
+    pub criteria_groups: usize,
     /// (tenant, resource type) pairs.
     pub partitions: usize,
     /// Indexed (tenant, type, parameter) triples.

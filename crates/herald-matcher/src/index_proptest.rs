@@ -1,6 +1,7 @@
 //! Property test: for random subscriptions (search URLs and topic filters over a small
 //! value space) and random events, the indexed candidates, evaluated in full, match
-//! exactly the subscriptions a linear scan matches — also after removals.
+//! exactly the subscriptions a linear scan matches — also after removals, and with
+//! several subscriptions sharing identical criteria (one criteria group).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -264,15 +265,20 @@ fn change_event(plan: &EventPlan) -> ChangeEvent {
     }
 }
 
+/// The subscriptions a linear scan matches; only those in force at `now` when given.
 fn linear(
     index: &SubscriptionIndex,
     event: &ChangeEvent,
     previous: Option<&Value>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
 ) -> BTreeSet<String> {
     index
         .candidates(&event.tenant, &event.resource_type)
         .iter()
+        .filter(|s| now.is_none_or(|now| s.in_force(now)))
         .filter(|s| s.criteria.matches(event, previous))
+        // With a time, as the matcher answers: a member's own CEL filter applies too.
+        .filter(|s| now.is_none() || s.cel_passes(event, previous))
         .map(|s| s.key.id.clone())
         .collect()
 }
@@ -303,17 +309,33 @@ proptest! {
     #[test]
     fn index_and_linear_scan_match_the_same_subscriptions(
         plans in prop::collection::vec(subscription(), 1..40),
-        removed in prop::collection::vec(any::<bool>(), 40),
+        copies in prop::collection::vec(1usize..=3, 40),
+        removed in prop::collection::vec(any::<bool>(), 120),
+        ended in prop::collection::vec(prop::bool::weighted(0.2), 120),
+        cels in prop::collection::vec(0u8..4, 120),
         events in prop::collection::vec(event(), 1..12),
     ) {
         let topics = topics();
+        let now = chrono::Utc::now();
         let mut index = SubscriptionIndex::default();
         let mut keys = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
             if let Some(criteria) = compile(plan, &topics) {
-                let key = SubscriptionKey::new("t1", format!("s{i}"));
-                index.insert(ActiveSubscription { key: key.clone(), criteria, end: None, cel: None });
-                keys.push(key);
+                for copy in 0..copies[i] {
+                    let key = SubscriptionKey::new("t1", format!("s{i}-{copy}"));
+                    let criteria = criteria.clone();
+                    // Some members of a group have ended: they must not be expanded.
+                    let end = ended[keys.len()].then(|| now - chrono::Duration::hours(1));
+                    // Some members carry their own CEL filter: a group expands member by member.
+                    let cel = match cels[keys.len()] {
+                        1 => Some("true"),
+                        2 => Some("has(current.status) && current.status == 'final'"),
+                        _ => None,
+                    }
+                    .map(|source| Arc::new(herald_criteria::CelFilter::compile(source).expect("compiles")));
+                    index.insert(ActiveSubscription { key: key.clone(), criteria, end, cel });
+                    keys.push(key);
+                }
             }
         }
         for (key, remove) in keys.iter().zip(&removed) {
@@ -321,18 +343,18 @@ proptest! {
                 index.remove(key);
             }
         }
-        let now = chrono::Utc::now();
         for plan in &events {
             let event = change_event(plan);
             let previous = plan.previous.as_ref();
-            let expected = linear(&index, &event, previous);
+            let expected = linear(&index, &event, previous, None);
             prop_assert_eq!(&indexed(&index, &event, previous), &expected, "event {:?}", plan);
             let keys: BTreeSet<String> = index
                 .matching_keys(&event, previous, now)
                 .into_iter()
                 .map(|k| k.id)
                 .collect();
-            prop_assert_eq!(&keys, &expected, "matching_keys, event {:?}", plan);
+            let in_force = linear(&index, &event, previous, Some(now));
+            prop_assert_eq!(&keys, &in_force, "matching_keys, event {:?}", plan);
         }
     }
 }
