@@ -409,6 +409,13 @@ impl RestHookWorker {
             match attempt {
                 Attempt::Delivered => {
                     tracing::debug!(id = %record.key.id, through = last, "delivered");
+                    if record.status == SubscriptionStatus::Error
+                        && through == record.delivered_through
+                    {
+                        // The store turns `error` back to `active` with this progress.
+                        self.audit_status(record, "active: delivery succeeded again")
+                            .await;
+                    }
                     if !store
                         .advance_delivery(&record.key, through, last, now_ms())
                         .await?

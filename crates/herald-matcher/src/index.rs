@@ -788,6 +788,8 @@ pub struct IndexMaintainer {
     pub index: SharedIndex,
     /// Full reload period: a safety net for notices lost while disconnected.
     pub full_reload_every: Duration,
+    /// Where status changes made here (a subscription reaching its `end`) are recorded.
+    pub audit: Option<herald_audit::AuditLog>,
 }
 
 impl IndexMaintainer {
@@ -811,6 +813,20 @@ impl IndexMaintainer {
             );
             if let Err(e) = ended.await {
                 tracing::warn!(id = %record.key.id, error = %e, "could not turn an ended subscription off");
+            } else if let Some(audit) = &self.audit {
+                if record.status != SubscriptionStatus::Off {
+                    audit
+                        .record(
+                            herald_audit::AuditEntry::new(
+                                &record.key.tenant,
+                                herald_audit::AuditKind::SubscriptionStatus,
+                                herald_audit::AuditOutcome::Success,
+                            )
+                            .entity(format!("Subscription/{}", record.key.id))
+                            .detail("status off: Subscription.end reached"),
+                        )
+                        .await;
+                }
             }
             return None;
         }

@@ -187,12 +187,16 @@ impl Herald {
 
         let catalog = TopicCatalog::new(Arc::clone(&store));
         let index = Arc::new(RwLock::new(SubscriptionIndex::default()));
+        let shutdown = CancellationToken::new();
+        let (audit, audit_writer) =
+            herald_audit::AuditLog::start(Arc::clone(&store), shutdown.clone());
         let maintainer = Arc::new(IndexMaintainer {
             store: Arc::clone(&store),
             bus: Arc::clone(&bus),
             catalog: catalog.clone(),
             index: Arc::clone(&index),
             full_reload_every: Duration::from_secs(60),
+            audit: Some(audit.clone()),
         });
         let loaded = maintainer
             .load_all()
@@ -209,7 +213,6 @@ impl Herald {
             .clone()
             .unwrap_or_else(|| format!("http://{local_addr}/fhir"));
 
-        let shutdown = CancellationToken::new();
         let delivery_wake = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         tasks.push((
@@ -235,8 +238,6 @@ impl Herald {
             }
             c
         };
-        let (audit, audit_writer) =
-            herald_audit::AuditLog::start(Arc::clone(&store), shutdown.clone());
         tasks.push(("audit", audit_writer));
         // With authentication on, every subscription must carry its owner's grant.
         let access_guard = herald_delivery::AccessGuard::new(

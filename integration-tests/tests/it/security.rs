@@ -148,6 +148,24 @@ async fn every_endpoint_needs_a_valid_token_and_the_right_scope() {
             "/ingest/change-events",
             Some(json!({"event_id": "e"})),
         ),
+        ("GET", "/AuditEvent", None),
+        ("GET", "/AuditEvent/a1", None),
+        (
+            "POST",
+            "/$revoke-access",
+            Some(
+                json!({"resourceType": "Parameters", "parameter": [{"name": "client", "valueString": "x"}]}),
+            ),
+        ),
+        (
+            "POST",
+            "/Subscription/$explain",
+            Some(json!({"resourceType": "Parameters", "parameter": [
+                {"name": "criteria", "valueString": "Observation?status=final"},
+                {"name": "resource", "resource": lab_observation("1", "final")}
+            ]})),
+        ),
+        ("GET", "/Subscription/x/$get-ws-binding-token", None),
     ];
     let expired = {
         let now = chrono::Utc::now().timestamp();
