@@ -166,8 +166,7 @@ impl ChangeEventBus for EmbeddedBus {
         for event in events {
             let payload = serde_json::to_vec(event)?;
             let subject = event.subject(&self.inner.subject_prefix);
-            published
-                .push(insert(&mut tx, &subject, Some(&crate::msg_id(event)), &payload).await?);
+            published.push(insert(&mut tx, &subject, Some(&crate::msg_id(event)), &payload).await?);
         }
         tx.commit().await?;
         self.wake_consumer();
@@ -302,7 +301,8 @@ impl EmbeddedAcker {
         let now = now_ms();
         let mut tx = pool.begin().await?;
         for chunk in ackers.chunks(500) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE bus_messages SET acked_at = ");
+            let mut q =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE bus_messages SET acked_at = ");
             q.push_bind(now).push(" WHERE seq IN (");
             let mut list = q.separated(", ");
             for acker in chunk {

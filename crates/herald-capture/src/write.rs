@@ -205,7 +205,10 @@ impl Capture {
 
     /// Publishes ready-made change events together (one durable bus commit for the lot).
     /// All are validated before any is published. Dedup by event id.
-    pub async fn ingest_batch(&self, events: &[ChangeEvent]) -> Result<Vec<Published>, CaptureError> {
+    pub async fn ingest_batch(
+        &self,
+        events: &[ChangeEvent],
+    ) -> Result<Vec<Published>, CaptureError> {
         for event in events {
             event.validate()?;
         }

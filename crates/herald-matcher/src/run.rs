@@ -196,6 +196,7 @@ impl Matcher {
         &self,
         events: &[&ChangeEvent],
     ) -> Result<Vec<Vec<(SubscriptionKey, i64)>>, StoreError> {
+        let started = std::time::Instant::now();
         let keys: Vec<ResourceKey> = events.iter().map(|e| resource_key(e)).collect();
         let mut latest: HashMap<ResourceKey, StoredResource> = self
             .store
@@ -260,6 +261,7 @@ impl Matcher {
                 }
             }
         }
+        let matched_at = started.elapsed();
         let versions: Vec<VersionWrite> = read_seq
             .into_iter()
             .filter_map(|(key, expected_seq)| {
@@ -279,7 +281,13 @@ impl Matcher {
             .record_notifications_batch(&matched_events, &versions)
             .await?;
         let matches: usize = numbered.iter().map(Vec::len).sum();
-        tracing::debug!(events = events.len(), matches, "notifications recorded");
+        tracing::debug!(
+            events = events.len(),
+            matches,
+            read_and_match_ms = matched_at.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "notifications recorded"
+        );
         if matches > 0 {
             (self.on_recorded)();
         }

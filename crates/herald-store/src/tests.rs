@@ -655,17 +655,18 @@ async fn records_batches(store: &dyn Store) {
             .await
             .expect("create");
     }
-    let (a, b) = (SubscriptionKey::new("t1", "a"), SubscriptionKey::new("t1", "b"));
+    let (a, b) = (
+        SubscriptionKey::new("t1", "a"),
+        SubscriptionKey::new("t1", "b"),
+    );
     let gone = SubscriptionKey::new("t1", "deleted");
-    let on = |id: &str, resource_id: &str, version: &str, subs: &[&SubscriptionKey]| {
-        MatchedEvent {
-            event: EventRecord {
-                resource_id: resource_id.into(),
-                version_id: version.into(),
-                ..event(id)
-            },
-            subscriptions: subs.iter().map(|k| (*k).clone()).collect(),
-        }
+    let on = |id: &str, resource_id: &str, version: &str, subs: &[&SubscriptionKey]| MatchedEvent {
+        event: EventRecord {
+            resource_id: resource_id.into(),
+            version_id: version.into(),
+            ..event(id)
+        },
+        subscriptions: subs.iter().map(|k| (*k).clone()).collect(),
     };
     let batch = vec![
         on("e1", "o1", "1", &[&a, &b]),
