@@ -67,16 +67,11 @@ pub async fn change_events(
         }
         events.push(event);
     }
-    let mut accepted = 0;
-    let mut duplicates = 0;
-    for event in &events {
-        let published = state.capture.ingest(event).await?;
-        if published.duplicate {
-            duplicates += 1;
-        } else {
-            accepted += 1;
-        }
-    }
+    // One bus commit for the whole request: per-event commits capped ingest at the disk's
+    // flush rate.
+    let published = state.capture.ingest_batch(&events).await?;
+    let duplicates = published.iter().filter(|p| p.duplicate).count();
+    let accepted = published.len() - duplicates;
     Ok(
         Fhir::ok(json!({"accepted": accepted, "duplicates": duplicates}))
             .with_status(StatusCode::ACCEPTED),

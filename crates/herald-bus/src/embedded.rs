@@ -96,28 +96,16 @@ impl EmbeddedBus {
         msg_id: Option<&str>,
         payload: &[u8],
     ) -> BusResult<Published> {
-        let done = sqlx::query(
-            "INSERT INTO bus_messages (msg_id, subject, payload, published_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (msg_id) DO NOTHING RETURNING seq",
-        )
-        .bind(msg_id)
-        .bind(subject)
-        .bind(payload)
-        .bind(now_ms())
-        .fetch_optional(&self.inner.pool)
-        .await?;
+        let mut connection = self.inner.pool.acquire().await?;
+        let published = insert(&mut connection, subject, msg_id, payload).await?;
+        drop(connection);
+        self.wake_consumer();
+        Ok(published)
+    }
+
+    fn wake_consumer(&self) {
         self.inner.published.notify_waiters();
         self.inner.published.notify_one();
-        Ok(match done {
-            Some(row) => Published {
-                duplicate: false,
-                sequence: row.try_get::<i64, _>("seq")? as u64,
-            },
-            None => Published {
-                duplicate: true,
-                sequence: 0,
-            },
-        })
     }
 
     /// Removes acked messages past retention.
@@ -130,6 +118,35 @@ impl EmbeddedBus {
     }
 }
 
+/// Appends one message to the log (a duplicate `msg_id` is dropped).
+async fn insert(
+    connection: &mut sqlx::SqliteConnection,
+    subject: &str,
+    msg_id: Option<&str>,
+    payload: &[u8],
+) -> BusResult<Published> {
+    let done = sqlx::query(
+        "INSERT INTO bus_messages (msg_id, subject, payload, published_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (msg_id) DO NOTHING RETURNING seq",
+    )
+    .bind(msg_id)
+    .bind(subject)
+    .bind(payload)
+    .bind(now_ms())
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(match done {
+        Some(row) => Published {
+            duplicate: false,
+            sequence: row.try_get::<i64, _>("seq")? as u64,
+        },
+        None => Published {
+            duplicate: true,
+            sequence: 0,
+        },
+    })
+}
+
 #[async_trait]
 impl ChangeEventBus for EmbeddedBus {
     async fn publish(&self, event: &ChangeEvent) -> BusResult<Published> {
@@ -140,6 +157,20 @@ impl ChangeEventBus for EmbeddedBus {
             &payload,
         )
         .await
+    }
+
+    /// One transaction for the whole batch: one durable commit instead of one per event.
+    async fn publish_batch(&self, events: &[ChangeEvent]) -> BusResult<Vec<Published>> {
+        let mut tx = self.inner.pool.begin().await?;
+        let mut published = Vec::with_capacity(events.len());
+        for event in events {
+            let payload = serde_json::to_vec(event)?;
+            let subject = event.subject(&self.inner.subject_prefix);
+            published.push(insert(&mut tx, &subject, Some(&crate::msg_id(event)), &payload).await?);
+        }
+        tx.commit().await?;
+        self.wake_consumer();
+        Ok(published)
     }
 
     async fn consumer(&self) -> BusResult<Box<dyn ChangeEventConsumer>> {
@@ -258,6 +289,29 @@ impl EmbeddedAcker {
             .bind(self.seq)
             .execute(&self.bus.inner.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Marks several messages acked in one transaction.
+    pub(crate) async fn ack_all(ackers: Vec<Self>) -> BusResult<()> {
+        let Some(first) = ackers.first() else {
+            return Ok(());
+        };
+        let pool = first.bus.inner.pool.clone();
+        let now = now_ms();
+        let mut tx = pool.begin().await?;
+        for chunk in ackers.chunks(500) {
+            let mut q =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE bus_messages SET acked_at = ");
+            q.push_bind(now).push(" WHERE seq IN (");
+            let mut list = q.separated(", ");
+            for acker in chunk {
+                list.push_bind(acker.seq);
+            }
+            list.push_unseparated(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -195,6 +195,36 @@ impl ChangeEventBus for JetStreamBus {
         })
     }
 
+    /// Pipelined: every publish is sent before the first ack is awaited, so a batch costs
+    /// about one round trip instead of one per event.
+    async fn publish_batch(&self, events: &[ChangeEvent]) -> BusResult<Vec<Published>> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let payload = serde_json::to_vec(event)?;
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id(event).as_str());
+            pending.push(
+                self.context
+                    .publish_with_headers(
+                        event.subject(&self.config.subject_prefix),
+                        headers,
+                        payload.into(),
+                    )
+                    .await
+                    .map_err(nats("publish"))?,
+            );
+        }
+        let mut published = Vec::with_capacity(pending.len());
+        for ack in pending {
+            let ack = ack.await.map_err(nats("publish ack"))?;
+            published.push(Published {
+                duplicate: ack.duplicate,
+                sequence: ack.sequence,
+            });
+        }
+        Ok(published)
+    }
+
     async fn consumer(&self) -> BusResult<Box<dyn ChangeEventConsumer>> {
         let messages = self.open_messages().await?;
         Ok(Box::new(JetStreamConsumer {

@@ -70,6 +70,17 @@ pub trait ChangeEventBus: Send + Sync + 'static {
     /// Publishes durably: when this returns `Ok`, the event will be delivered even if the
     /// process dies now. Dedup by `event.event_id`.
     async fn publish(&self, event: &ChangeEvent) -> BusResult<Published>;
+    /// Publishes several events durably, in order, as one unit of work where the bus allows
+    /// (the embedded bus commits them in one transaction; JetStream pipelines the publishes
+    /// and then awaits every ack). `Ok` means all are on the bus. On `Err` some may be:
+    /// re-sending the batch is safe (dedup by event id).
+    async fn publish_batch(&self, events: &[ChangeEvent]) -> BusResult<Vec<Published>> {
+        let mut published = Vec::with_capacity(events.len());
+        for event in events {
+            published.push(self.publish(event).await?);
+        }
+        Ok(published)
+    }
     /// Opens the (single, durable, shared) matcher consumer.
     async fn consumer(&self) -> BusResult<Box<dyn ChangeEventConsumer>>;
     /// Tells every instance (this one included) about a change.
@@ -86,6 +97,51 @@ pub trait ChangeEventBus: Send + Sync + 'static {
 pub trait ChangeEventConsumer: Send {
     /// The next message, waiting up to `wait`; `Ok(None)` when none arrived in time.
     async fn next(&mut self, wait: Duration) -> BusResult<Option<BusMessage>>;
+
+    /// Up to `max` messages in bus order: waits up to `wait` for the first, then takes only
+    /// what is available at once. It does not linger for more: when the pipeline is idle a
+    /// lone event goes through without delay, and under load batches fill up by themselves
+    /// while the previous batch is being committed. Empty when nothing arrived in time.
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> BusResult<Vec<BusMessage>> {
+        let Some(first) = self.next(wait).await? else {
+            return Ok(Vec::new());
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.next(Duration::ZERO).await {
+                Ok(Some(message)) => batch.push(message),
+                Ok(None) => break,
+                Err(e) => {
+                    // What was received is handed out; the error recurs on the next call.
+                    tracing::debug!(error = %e, "bus receive failed while filling a batch");
+                    break;
+                }
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// Acks messages whose work is persisted, together: the embedded bus marks them acked in
+/// one transaction; JetStream acks each (an ack is an asynchronous publish, no round trip).
+/// On `Err` some may not be acked: they are redelivered, which recording tolerates.
+pub async fn ack_all(messages: Vec<BusMessage>) -> BusResult<()> {
+    let mut embedded = Vec::new();
+    let mut first_error = None;
+    for message in messages {
+        match message.acker {
+            Acker::Embedded(a) => embedded.push(a),
+            Acker::JetStream(a) => {
+                if let Err(e) = a.ack().await {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    if let Err(e) = embedded::EmbeddedAcker::ack_all(embedded).await {
+        first_error.get_or_insert(e);
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// A delivered message. Exactly one of `ack`, `nak` or `dead_letter` should be called;

@@ -208,6 +208,18 @@ impl Capture {
         Ok(self.bus.publish(event).await?)
     }
 
+    /// Publishes ready-made change events together (one durable bus commit for the lot).
+    /// All are validated before any is published. Dedup by event id.
+    pub async fn ingest_batch(
+        &self,
+        events: &[ChangeEvent],
+    ) -> Result<Vec<Published>, CaptureError> {
+        for event in events {
+            event.validate()?;
+        }
+        Ok(self.bus.publish_batch(events).await?)
+    }
+
     /// Reserves the next version, publishes the event, and undoes the reservation if the
     /// publish fails. `resource = None` deletes.
     pub(crate) async fn write(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use herald_fhir::bundle::NotificationType;
 use herald_fhir::{SubscriptionSpec, SubscriptionStatus};
 use herald_store::{
-    DeliveryFailure, DeliveryState, Store, StoreError, SubscriptionKey, SubscriptionRecord,
+    DeliveryFailure, DeliveryState, NotificationRecord, Store, StoreError, SubscriptionKey,
+    SubscriptionRecord,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -82,6 +83,13 @@ struct Inner {
     /// Set in NATS mode; without it NATS-channel deliveries fail (none should exist: the
     /// API refuses them in the embedded mode).
     nats_channel: OnceLock<NatsChannel>,
+}
+
+/// How far a page got: the last event delivered or withheld, and the failed attempt that
+/// stopped it, if one did.
+struct PageSent {
+    through: i64,
+    failure: Option<Attempt>,
 }
 
 /// How an attempt went.
@@ -323,16 +331,25 @@ impl RestHookWorker {
         }
     }
 
-    /// Delivers the subscription's backlog in order while it holds the claim: a batch per
-    /// request, up to `MAX_ROUNDS` requests or `MAX_HOLD`, then hands the claim back (other
-    /// subscriptions get their turn; the rest follows in the next claim).
+    /// Delivers the subscription's backlog in order while it holds the claim, then hands
+    /// the claim back (other subscriptions get their turn; the rest follows in the next
+    /// claim). It reads a page of notifications at a time, sends it as requests of at most
+    /// `maxCount` events, one after another, and records progress once per page with the
+    /// `advance_delivery` compare-and-set before reading the next page.
+    ///
+    /// Recording progress per page instead of per request saves a durable commit per
+    /// request; the price is that after a crash up to a page of notifications is sent
+    /// again, which at-least-once delivery allows (receivers see the repeated event
+    /// numbers). A failure records the progress made before it first.
     async fn deliver_events(
         &self,
         record: &SubscriptionRecord,
         spec: &SubscriptionSpec,
     ) -> Result<(), StoreError> {
-        const MAX_ROUNDS: usize = 1_000;
+        const MAX_PAGES: usize = 1_000;
         const MAX_HOLD: Duration = Duration::from_secs(5);
+        /// Notifications read (and progress recorded) at a time, at least one request's worth.
+        const PAGE_EVENTS: u32 = 64;
         let store = &self.inner.store;
         let batch = if spec.delivers_bundles() {
             spec.max_count
@@ -341,20 +358,21 @@ impl RestHookWorker {
         } else {
             1
         };
+        let page_size = i64::from(PAGE_EVENTS.max(batch));
         let started = tokio::time::Instant::now();
         let mut through = record.delivered_through;
-        for round in 0..MAX_ROUNDS {
+        for page in 0..MAX_PAGES {
             let pending = store
                 .notifications(
                     &record.key.tenant,
                     &record.key.id,
                     through + 1,
                     i64::MAX,
-                    i64::from(batch),
+                    page_size,
                 )
                 .await?;
-            let Some(last) = pending.last().map(|n| n.event_number) else {
-                if round == 0 && record.events_since_start > through {
+            let Some(page_last) = pending.last().map(|n| n.event_number) else {
+                if page == 0 && record.events_since_start > through {
                     // Numbers are gap-free, so an empty first read means the log was pruned.
                     store
                         .advance_delivery(&record.key, through, record.events_since_start, now_ms())
@@ -362,10 +380,75 @@ impl RestHookWorker {
                 }
                 break;
             };
+            let sent = self
+                .send_page(record, spec, batch, through, pending, started + MAX_HOLD)
+                .await?;
+            let sent_through = sent.through;
+            // What this page delivered (or withheld) is recorded before anything else: a
+            // client's rewind ($resend, reset) meanwhile makes the compare-and-set fail, and
+            // delivery starts over from there with the next claim.
+            let moved = sent_through > through
+                && store
+                    .advance_delivery(&record.key, through, sent_through, now_ms())
+                    .await?;
+            if let Some(Attempt::Failed {
+                error,
+                retry_after,
+                gone,
+            }) = sent.failure
+            {
+                // The failure counts from a clean slate if anything was delivered in this claim.
+                let failed = if moved || through > record.delivered_through {
+                    SubscriptionRecord {
+                        attempts: 0,
+                        ..record.clone()
+                    }
+                } else {
+                    record.clone()
+                };
+                return self.failed(&failed, &error, retry_after, gone).await;
+            }
+            if !moved {
+                break;
+            }
+            if record.status == SubscriptionStatus::Error && through == record.delivered_through {
+                // The store turned `error` back to `active` with this progress.
+                self.audit_status(record, "active: delivery succeeded again")
+                    .await;
+            }
+            through = sent_through;
+            if through < page_last || tokio::time::Instant::now() >= started + MAX_HOLD {
+                break;
+            }
+        }
+        store.release_claim(&record.key).await
+    }
+
+    /// Sends one page in order as requests of at most `batch` events, starting after
+    /// `through`, until the page is done, a request fails, or `hold_until` has passed (an
+    /// attempt never outlives the claim, so sending stops between requests).
+    async fn send_page(
+        &self,
+        record: &SubscriptionRecord,
+        spec: &SubscriptionSpec,
+        batch: u32,
+        mut through: i64,
+        page: Vec<NotificationRecord>,
+        hold_until: tokio::time::Instant,
+    ) -> Result<PageSent, StoreError> {
+        let mut page = page.into_iter().peekable();
+        while page.peek().is_some() {
+            if tokio::time::Instant::now() >= hold_until {
+                break;
+            }
+            let chunk: Vec<NotificationRecord> = page.by_ref().take(batch as usize).collect();
+            let Some(last) = chunk.last().map(|n| n.event_number) else {
+                break;
+            };
             // The owner's grant is checked again for every event: what it no longer
             // covers is withheld (audited) and delivery moves past it.
-            let mut sendable = Vec::with_capacity(pending.len());
-            for n in pending {
+            let mut sendable = Vec::with_capacity(chunk.len());
+            for n in chunk {
                 match permits(record.owner.as_ref(), &n.event) {
                     Ok(()) => sendable.push(n),
                     Err(reason) => {
@@ -377,12 +460,6 @@ impl RestHookWorker {
                 }
             }
             if sendable.is_empty() {
-                if !store
-                    .advance_delivery(&record.key, through, last, now_ms())
-                    .await?
-                {
-                    break;
-                }
                 through = last;
                 continue;
             }
@@ -390,7 +467,8 @@ impl RestHookWorker {
             current.events_since_start = current.events_since_start.max(last);
             let request = if spec.delivers_bundles() {
                 let scope = ContextScope::of(record, spec);
-                let context = additional_context(store.as_ref(), &scope, &sendable).await?;
+                let context =
+                    additional_context(self.inner.store.as_ref(), &scope, &sendable).await?;
                 bundle_request_with_context(
                     &self.inner.config.base_url,
                     &current,
@@ -406,49 +484,19 @@ impl RestHookWorker {
             let attempt = self.send(spec, request).await;
             self.audit_attempt(record, &format!("events {first}..{last}"), &attempt)
                 .await;
-            match attempt {
-                Attempt::Delivered => {
-                    tracing::debug!(id = %record.key.id, through = last, "delivered");
-                    if record.status == SubscriptionStatus::Error
-                        && through == record.delivered_through
-                    {
-                        // The store turns `error` back to `active` with this progress.
-                        self.audit_status(record, "active: delivery succeeded again")
-                            .await;
-                    }
-                    if !store
-                        .advance_delivery(&record.key, through, last, now_ms())
-                        .await?
-                    {
-                        // A client rewound delivery ($resend, reset): start over from there
-                        // with the next claim.
-                        break;
-                    }
-                    through = last;
-                    if started.elapsed() >= MAX_HOLD {
-                        break;
-                    }
-                }
-                Attempt::Failed {
-                    error,
-                    retry_after,
-                    gone,
-                } => {
-                    // Progress so far is recorded; the failure counts from a clean slate if
-                    // anything was delivered in this claim.
-                    let failed = if through > record.delivered_through {
-                        SubscriptionRecord {
-                            attempts: 0,
-                            ..record.clone()
-                        }
-                    } else {
-                        record.clone()
-                    };
-                    return self.failed(&failed, &error, retry_after, gone).await;
-                }
+            if let Attempt::Failed { .. } = attempt {
+                return Ok(PageSent {
+                    through,
+                    failure: Some(attempt),
+                });
             }
+            tracing::debug!(id = %record.key.id, through = last, "delivered");
+            through = last;
         }
-        store.release_claim(&record.key).await
+        Ok(PageSent {
+            through,
+            failure: None,
+        })
     }
 
     async fn heartbeat(

@@ -126,6 +126,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Resources whose last write's publish is unconfirmed.
     async fn pending_events(&self, limit: i64) -> StoreResult<Vec<StoredResource>>;
+    /// The latest versions of `keys` that exist, in no particular order (one round trip
+    /// per few hundred keys of a tenant and type, for the matcher's batches).
+    async fn get_resources(&self, keys: &[ResourceKey]) -> StoreResult<Vec<StoredResource>>;
 
     // --- Notification log ------------------------------------------------------------------
     /// Records that `event` matched `subscriptions`, giving each its next event number.
@@ -136,6 +139,19 @@ pub trait Store: Send + Sync + 'static {
         event: &EventRecord,
         subscriptions: &[SubscriptionKey],
     ) -> StoreResult<Vec<(SubscriptionKey, i64)>>;
+    /// [`record_notifications`](Store::record_notifications) for a batch of events in bus
+    /// order, plus their latest-version writes, in ONE transaction (one durable commit for
+    /// the batch). Per subscription, the batch's new notifications get consecutive numbers
+    /// in the order of `events`; the same guarantees hold as for one event: gap-free,
+    /// idempotent on (subscription, event) and on (tenant, type, id, version, action),
+    /// deleted subscriptions skipped. A version write that loses its compare-and-set is
+    /// skipped (a concurrent writer stored a newer version). Returns, for each event, its
+    /// numbered subscriptions. All or nothing: an error leaves nothing recorded.
+    async fn record_notifications_batch(
+        &self,
+        events: &[MatchedEvent],
+        versions: &[VersionWrite],
+    ) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>>;
     /// Notifications with `from <= event_number <= to`, in order, at most `limit`.
     async fn notifications(
         &self,

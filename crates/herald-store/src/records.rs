@@ -142,6 +142,39 @@ pub struct EventRecord {
     pub recorded_at: i64,
 }
 
+/// (tenant, resource type, id): which resource a latest-version row is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub tenant: String,
+    pub resource_type: String,
+    pub id: String,
+}
+
+impl StoredResource {
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey {
+            tenant: self.tenant.clone(),
+            resource_type: self.resource_type.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// One change event of a batch and the subscriptions it matched (possibly none).
+#[derive(Debug, Clone)]
+pub struct MatchedEvent {
+    pub event: EventRecord,
+    pub subscriptions: Vec<SubscriptionKey>,
+}
+
+/// A latest-version write with compare-and-set, as [`Store::put_resource`](crate::Store::put_resource):
+/// written only if the stored sequence is still `expected_seq` (`None` = no row yet).
+#[derive(Debug, Clone)]
+pub struct VersionWrite {
+    pub resource: StoredResource,
+    pub expected_seq: Option<i64>,
+}
+
 /// One entry of a subscription's notification log, with its change event.
 #[derive(Debug, Clone)]
 pub struct NotificationRecord {

@@ -18,6 +18,8 @@ use sqlx::Row;
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
+mod batch;
+
 /// The embedded default: one SQLite file, WAL, `synchronous=FULL` so an acknowledged
 /// write survives a crash. One connection: SQLite has one writer anyway, and a single
 /// connection never meets `SQLITE_BUSY` on lock upgrades.
@@ -414,6 +416,10 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn get_resources(&self, keys: &[ResourceKey]) -> StoreResult<Vec<StoredResource>> {
+                self.get_resources_batched(keys).await
+            }
+
             async fn pending_events(&self, limit: i64) -> StoreResult<Vec<StoredResource>> {
                 let rows = sqlx::query(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE pending_event IS NOT NULL ORDER BY updated_at LIMIT $1"))
                     .bind(limit)
@@ -423,63 +429,12 @@ macro_rules! impl_store {
             }
 
             async fn record_notifications(&self, event: &EventRecord, subscriptions: &[SubscriptionKey]) -> StoreResult<Vec<(SubscriptionKey, i64)>> {
-                let mut tx = self.pool.begin().await?;
-                // The same change re-sent under another event id (past the bus's dedup window)
-                // is the same event: reuse the first id so it keeps its numbers.
-                let canonical = sqlx::query(
-                    "SELECT event_id FROM change_events WHERE tenant = $1 AND resource_type = $2 AND resource_id = $3 \
-                     AND version_id = $4 AND action = $5",
-                )
-                .bind(&event.tenant).bind(&event.resource_type).bind(&event.resource_id).bind(&event.version_id).bind(&event.action)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let event_id: String = match canonical {
-                    Some(row) => row.try_get("event_id")?,
-                    None => {
-                        sqlx::query(
-                            "INSERT INTO change_events (tenant, event_id, action, resource_type, resource_id, version_id, occurred_at, resource, recorded_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant, event_id) DO NOTHING",
-                        )
-                        .bind(&event.tenant).bind(&event.event_id).bind(&event.action).bind(&event.resource_type)
-                        .bind(&event.resource_id).bind(&event.version_id).bind(event.occurred_at)
-                        .bind(event.resource.as_ref().map(Value::to_string)).bind(event.recorded_at)
-                        .execute(&mut *tx)
-                        .await?;
-                        event.event_id.clone()
-                    }
-                };
-                let mut numbered = Vec::with_capacity(subscriptions.len());
-                for key in subscriptions {
-                    let existing = sqlx::query(
-                        "SELECT event_number FROM notifications WHERE tenant = $1 AND subscription_id = $2 AND event_id = $3",
-                    )
-                    .bind(&key.tenant).bind(&key.id).bind(&event_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(row) = existing {
-                        numbered.push((key.clone(), row.try_get("event_number")?));
-                        continue;
-                    }
-                    let counter = sqlx::query(
-                        "UPDATE subscriptions SET events_since_start = events_since_start + 1 \
-                         WHERE tenant = $1 AND id = $2 RETURNING events_since_start",
-                    )
-                    .bind(&key.tenant).bind(&key.id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(counter) = counter else { continue };
-                    let number: i64 = counter.try_get("events_since_start")?;
-                    sqlx::query(
-                        "INSERT INTO notifications (tenant, subscription_id, event_number, event_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&key.tenant).bind(&key.id).bind(number).bind(&event_id).bind(event.recorded_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(convert)?;
-                    numbered.push((key.clone(), number));
-                }
-                tx.commit().await?;
-                Ok(numbered)
+                let batch = [MatchedEvent { event: event.clone(), subscriptions: subscriptions.to_vec() }];
+                Ok(self.record_batch(&batch, &[]).await?.pop().unwrap_or_default())
+            }
+
+            async fn record_notifications_batch(&self, events: &[MatchedEvent], versions: &[VersionWrite]) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>> {
+                self.record_batch(events, versions).await
             }
 
             async fn notifications(&self, tenant: &str, subscription_id: &str, from: i64, to: i64, limit: i64) -> StoreResult<Vec<NotificationRecord>> {

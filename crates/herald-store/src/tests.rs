@@ -769,3 +769,133 @@ async fn sqlite_resources_containing() {
 async fn postgres_resources_containing() {
     resources_containing(&fresh_postgres().await).await;
 }
+
+/// The matcher's batch: one transaction, numbers in bus order, the same idempotency as
+/// one event at a time (also inside the batch), version writes with compare-and-set.
+async fn records_batches(store: &dyn Store) {
+    let resource = json!({"resourceType": "Subscription", "status": "requested"});
+    for id in ["a", "b"] {
+        store
+            .create_subscription(new_sub(id, &resource))
+            .await
+            .expect("create");
+    }
+    let (a, b) = (
+        SubscriptionKey::new("t1", "a"),
+        SubscriptionKey::new("t1", "b"),
+    );
+    let gone = SubscriptionKey::new("t1", "deleted");
+    let on = |id: &str, resource_id: &str, version: &str, subs: &[&SubscriptionKey]| MatchedEvent {
+        event: EventRecord {
+            resource_id: resource_id.into(),
+            version_id: version.into(),
+            ..event(id)
+        },
+        subscriptions: subs.iter().map(|k| (*k).clone()).collect(),
+    };
+    let batch = vec![
+        on("e1", "o1", "1", &[&a, &b]),
+        on("e2", "o2", "1", &[&a]),
+        // The same change under another event id, inside the same batch.
+        on("e1-again", "o1", "1", &[&a, &b]),
+        on("e3", "o1", "2", &[&b, &gone]),
+        on("e4", "o3", "1", &[]),
+    ];
+    let version = |id: &str, seq: i64| StoredResource {
+        tenant: "t1".into(),
+        resource_type: "Observation".into(),
+        id: id.into(),
+        seq,
+        version_id: seq.to_string(),
+        deleted: false,
+        resource: Some(json!({"resourceType": "Observation", "id": id})),
+        updated_at: 7,
+        pending_event: None,
+    };
+    let versions = vec![
+        VersionWrite {
+            resource: version("o1", 2),
+            expected_seq: None,
+        },
+        VersionWrite {
+            resource: version("o2", 1),
+            expected_seq: None,
+        },
+    ];
+    let expected = vec![
+        vec![(a.clone(), 1), (b.clone(), 1)],
+        vec![(a.clone(), 2)],
+        vec![(a.clone(), 1), (b.clone(), 1)],
+        vec![(b.clone(), 2)],
+        vec![],
+    ];
+    let first = store
+        .record_notifications_batch(&batch, &versions)
+        .await
+        .expect("batch");
+    assert_eq!(first, expected);
+    // Redelivered as a whole: same numbers, counters unchanged; the version writes lose
+    // their compare-and-set and change nothing.
+    let stale = vec![VersionWrite {
+        resource: version("o1", 1),
+        expected_seq: None,
+    }];
+    let again = store
+        .record_notifications_batch(&batch, &stale)
+        .await
+        .expect("redelivered batch");
+    assert_eq!(again, expected);
+    for (id, count) in [("a", 2), ("b", 2)] {
+        let sub = store
+            .get_subscription("t1", id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(sub.events_since_start, count, "subscription {id}");
+    }
+    let log: Vec<String> = store
+        .notifications("t1", "a", 1, 10, 10)
+        .await
+        .expect("log")
+        .into_iter()
+        .map(|n| n.event.event_id)
+        .collect();
+    assert_eq!(log, vec!["e1", "e2"]);
+    // A later batch continues the numbers; a compare-and-set on the right sequence wins.
+    let next = store
+        .record_notifications_batch(
+            &[on("e5", "o1", "3", &[&a])],
+            &[VersionWrite {
+                resource: version("o1", 3),
+                expected_seq: Some(2),
+            }],
+        )
+        .await
+        .expect("next batch");
+    assert_eq!(next, vec![vec![(a.clone(), 3)]]);
+
+    let key = |id: &str| ResourceKey {
+        tenant: "t1".into(),
+        resource_type: "Observation".into(),
+        id: id.into(),
+    };
+    let mut found: Vec<(String, i64)> = store
+        .get_resources(&[key("o1"), key("o2"), key("o3"), key("o1")])
+        .await
+        .expect("get resources")
+        .into_iter()
+        .map(|r| (r.id, r.seq))
+        .collect();
+    found.sort();
+    assert_eq!(found, vec![("o1".into(), 3), ("o2".into(), 1)]);
+}
+
+#[tokio::test]
+async fn sqlite_records_batches() {
+    records_batches(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_records_batches() {
+    records_batches(&fresh_postgres().await).await;
+}

@@ -4,7 +4,11 @@
 //! 2. latency at a steady offered rate (default 2,000 events/s): from the ingest request
 //!    that published an event to its notification arriving at the receiver, p50 / p99.
 //!
-//! `cargo run --release -p herald-integration-tests --bin deliver-bench -- [events] [subscriptions] [rate]`
+//! `cargo run --release -p herald-integration-tests --bin deliver-bench -- [events] [subscriptions] [rate] [max-count]`
+//!
+//! `max-count` is the hub's `delivery.default_max_count` (events per bundle when the
+//! subscription sets none; default 1, as Herald's default): with more than 1, a backlog
+//! goes out as fewer, larger bundles. Notifications are counted per event, not per bundle.
 
 use std::time::{Duration, Instant};
 
@@ -27,10 +31,34 @@ fn is_event(r: &herald_integration_tests::Received) -> bool {
     r.notification_type().as_deref() == Some("event-notification")
 }
 
-async fn hub(mode: TestMode) -> TestHub {
+/// The focus entries of an id-only event notification (entry 0 is the status).
+fn focus_urls(r: &herald_integration_tests::Received) -> Vec<String> {
+    r.json()["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .skip(1)
+                .filter_map(|e| e["fullUrl"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn events_received(receiver: &Receiver, path: &str) -> usize {
+    receiver
+        .at(path)
+        .iter()
+        .filter(|r| is_event(r))
+        .map(|r| focus_urls(r).len())
+        .sum()
+}
+
+async fn hub(mode: TestMode, max_count: u32) -> TestHub {
     let mut settings = test_settings(mode).await;
     settings.delivery.poll_interval_ms = 50;
     settings.delivery.max_concurrency = 64;
+    settings.delivery.default_max_count = max_count;
     TestHub::start_with(settings).await
 }
 
@@ -62,8 +90,13 @@ async fn ingest(hub: &TestHub, batch: Vec<Value>) {
     assert_eq!(response.status(), 202);
 }
 
-async fn throughput(mode: TestMode, events: usize, subscriptions: usize) -> (usize, Duration) {
-    let hub = hub(mode).await;
+async fn throughput(
+    mode: TestMode,
+    events: usize,
+    subscriptions: usize,
+    max_count: u32,
+) -> (usize, Duration) {
+    let hub = hub(mode, max_count).await;
     let receiver = Receiver::start().await;
     subscribe(&hub, &receiver, subscriptions, "/t").await;
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -73,19 +106,17 @@ async fn throughput(mode: TestMode, events: usize, subscriptions: usize) -> (usi
     }
     let expected = events * subscriptions;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while receiver.at("/t").iter().filter(|r| is_event(r)).count() < expected
-        && Instant::now() < deadline
-    {
+    while events_received(&receiver, "/t") < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed();
-    let got = receiver.at("/t").iter().filter(|r| is_event(r)).count();
+    let got = events_received(&receiver, "/t");
     hub.stop().await;
     (got, elapsed)
 }
 
-async fn latency(mode: TestMode, events: usize, rate: usize) -> Vec<Duration> {
-    let hub = hub(mode).await;
+async fn latency(mode: TestMode, events: usize, rate: usize, max_count: u32) -> Vec<Duration> {
+    let hub = hub(mode, max_count).await;
     let receiver = Receiver::start().await;
     subscribe(&hub, &receiver, 1, "/l").await;
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -105,23 +136,19 @@ async fn latency(mode: TestMode, events: usize, rate: usize) -> Vec<Duration> {
     }
     let offered = events as f64 / start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while receiver.at("/l").iter().filter(|r| is_event(r)).count() < events
-        && Instant::now() < deadline
-    {
+    while events_received(&receiver, "/l") < events && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut samples: Vec<Duration> = receiver
         .at("/l")
         .iter()
         .filter(|r| is_event(r))
-        .filter_map(|r| {
-            let focus = r.json()["entry"][1]["fullUrl"]
-                .as_str()?
-                .rsplit('-')
-                .next()?
-                .parse::<usize>()
-                .ok()?;
-            Some(r.at.saturating_duration_since(*sent_at.get(focus)?))
+        .flat_map(|r| {
+            focus_urls(r)
+                .into_iter()
+                .filter_map(|url| url.rsplit('-').next()?.parse::<usize>().ok())
+                .filter_map(|focus| Some(r.at.saturating_duration_since(*sent_at.get(focus)?)))
+                .collect::<Vec<_>>()
         })
         .collect();
     samples.sort();
@@ -147,17 +174,23 @@ async fn main() {
     let events = args.first().copied().unwrap_or(2_000);
     let subscriptions = args.get(1).copied().unwrap_or(10);
     let rate = args.get(2).copied().unwrap_or(2_000);
+    let max_count = args
+        .get(3)
+        .and_then(|n| u32::try_from(*n).ok())
+        .unwrap_or(1)
+        .max(1);
+    println!("events per bundle at most (delivery.default_max_count): {max_count}");
     for (name, mode) in [
         ("embedded", TestMode::Embedded),
         ("nats+postgres", TestMode::Production),
     ] {
-        let (got, elapsed) = throughput(mode, events, subscriptions).await;
+        let (got, elapsed) = throughput(mode, events, subscriptions, max_count).await;
         println!(
             "{name:14} throughput: {got} notifications ({events} events x {subscriptions} subscriptions) in {:.2} s = {:.0} notifications/s",
             elapsed.as_secs_f64(),
             got as f64 / elapsed.as_secs_f64()
         );
-        let samples = latency(mode, events, rate).await;
+        let samples = latency(mode, events, rate, max_count).await;
         println!(
             "{name:14} latency at {rate} events/s offered: {} received, p50 {}  p90 {}  p99 {}  max {}",
             samples.len(),
