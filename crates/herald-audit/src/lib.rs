@@ -128,6 +128,13 @@ impl AuditEntry {
         }
     }
 
+    /// A status change Herald made to a subscription (`detail` starts with the new status).
+    pub fn status_change(tenant: &str, subscription_id: &str, detail: impl Into<String>) -> Self {
+        Self::new(tenant, AuditKind::SubscriptionStatus, AuditOutcome::Success)
+            .entity(format!("Subscription/{subscription_id}"))
+            .detail(format!("status {}", detail.into()))
+    }
+
     /// The client that acted and its user (`sub`); Herald when not set.
     pub fn agent(mut self, client: &str, subject: Option<&str>) -> Self {
         self.record.agent_client = Some(client.to_owned());

@@ -143,15 +143,11 @@ impl AccessGuard {
             .set_status(&record.key, SubscriptionStatus::Off, Some(reason))
             .await?;
         self.audit
-            .record(
-                AuditEntry::new(
-                    &record.key.tenant,
-                    AuditKind::SubscriptionStatus,
-                    AuditOutcome::Success,
-                )
-                .entity(format!("Subscription/{}", record.key.id))
-                .detail(format!("status off: {reason}")),
-            )
+            .record(AuditEntry::status_change(
+                &record.key.tenant,
+                &record.key.id,
+                format!("off: {reason}"),
+            ))
             .await;
         Ok(())
     }

@@ -601,15 +601,11 @@ impl RestHookWorker {
         self.inner
             .guard
             .audit()
-            .record(
-                AuditEntry::new(
-                    &record.key.tenant,
-                    AuditKind::SubscriptionStatus,
-                    AuditOutcome::Success,
-                )
-                .entity(format!("Subscription/{}", record.key.id))
-                .detail(format!("status {detail}")),
-            )
+            .record(AuditEntry::status_change(
+                &record.key.tenant,
+                &record.key.id,
+                detail,
+            ))
             .await;
     }
 

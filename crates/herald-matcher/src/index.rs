@@ -816,15 +816,11 @@ impl IndexMaintainer {
             } else if let Some(audit) = &self.audit {
                 if record.status != SubscriptionStatus::Off {
                     audit
-                        .record(
-                            herald_audit::AuditEntry::new(
-                                &record.key.tenant,
-                                herald_audit::AuditKind::SubscriptionStatus,
-                                herald_audit::AuditOutcome::Success,
-                            )
-                            .entity(format!("Subscription/{}", record.key.id))
-                            .detail("status off: Subscription.end reached"),
-                        )
+                        .record(herald_audit::AuditEntry::status_change(
+                            &record.key.tenant,
+                            &record.key.id,
+                            "off: Subscription.end reached",
+                        ))
                         .await;
                 }
             }

@@ -452,15 +452,11 @@ impl Connection<'_> {
             if let Some(guard) = &hub.guard {
                 guard
                     .audit()
-                    .record(
-                        herald_audit::AuditEntry::new(
-                            &key.tenant,
-                            herald_audit::AuditKind::SubscriptionStatus,
-                            herald_audit::AuditOutcome::Success,
-                        )
-                        .entity(format!("Subscription/{}", key.id))
-                        .detail("status active: bound over websocket"),
-                    )
+                    .record(herald_audit::AuditEntry::status_change(
+                        &key.tenant,
+                        &key.id,
+                        "active: bound over websocket",
+                    ))
                     .await;
             }
         }

@@ -66,6 +66,21 @@ fn subscription_for_patient(receiver: &Receiver, path: &str) -> Value {
     )
 }
 
+/// A websocket-channel subscription for Patient/123's labs; returns its id.
+async fn create_websocket_subscription(hub: &TestHub, bearer: &str) -> String {
+    let mut websocket = topic_subscription(
+        LAB_TOPIC,
+        &["Observation?patient=Patient/123"],
+        "http://127.0.0.1:9/unused",
+        "id-only",
+    );
+    websocket["channel"] = json!({"type": "websocket", "payload": "application/fhir+json",
+        "_payload": websocket["channel"]["_payload"].clone()});
+    let (status, ws, _) = call(hub, "POST", "/Subscription", Some(bearer), Some(&websocket)).await;
+    assert_eq!(status, 201, "{ws}");
+    ws["id"].as_str().expect("id").to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after_per_client() {
     let mut settings = secured_settings().await;
@@ -279,19 +294,7 @@ async fn the_audit_trail_records_who_did_what_and_only_administrators_read_it() 
             r.notification_type().as_deref() == Some("event-notification")
         })
         .await;
-    let mut websocket = subscription_for_patient(&receiver, "/unused");
-    websocket["channel"] = json!({"type": "websocket", "payload": "application/fhir+json",
-        "_payload": websocket["channel"]["_payload"].clone()});
-    let (status, ws, _) = call(
-        &hub,
-        "POST",
-        "/Subscription",
-        Some(&dashboard),
-        Some(&websocket),
-    )
-    .await;
-    assert_eq!(status, 201, "{ws}");
-    let ws_id = ws["id"].as_str().expect("id").to_owned();
+    let ws_id = create_websocket_subscription(&hub, &dashboard).await;
     let (status, body, _) = call(
         &hub,
         "GET",
@@ -649,12 +652,7 @@ async fn a_patient_token_cannot_reach_another_clients_or_patients_subscriptions(
     .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
-    let mut websocket = subscription_for_patient(&receiver, "/unused");
-    websocket["channel"] = json!({"type": "websocket", "payload": "application/fhir+json",
-        "_payload": websocket["channel"]["_payload"].clone()});
-    let (status, ws, _) = call(&hub, "POST", "/Subscription", Some(&mine), Some(&websocket)).await;
-    assert_eq!(status, 201, "{ws}");
-    let ws_id = ws["id"].as_str().expect("id").to_owned();
+    let ws_id = create_websocket_subscription(&hub, &mine).await;
 
     // What a client reads back carries `***` for header values and secrets.
     let (_, mut replaced, _) = call(
