@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::decimal::Decimal;
 use crate::parser::{BinaryOp, Expr, Literal};
@@ -228,10 +228,16 @@ impl<'a, 'r> Context<'a, 'r> {
         match item {
             Item::Node(node) => match node.value {
                 Some(Value::Object(map)) => {
-                    if let Some((key, value)) = map.get_key_value(name) {
-                        let extension = map.get(&format!("_{name}"));
+                    if let Some((key, value)) = child(map, name) {
+                        // Only primitives carry a `_name` sibling; complex elements
+                        // (the common case on paths) skip that second lookup.
+                        let extension = if holds_primitives(value) {
+                            extension_child(map, name).map(|(_, extension)| extension)
+                        } else {
+                            None
+                        };
                         push_element(out, key, Some(value), extension, None);
-                    } else if let Some((key, extension)) = map.get_key_value(&format!("_{name}")) {
+                    } else if let Some((key, extension)) = extension_child(map, name) {
                         push_element(out, &key[1..], None, Some(extension), None);
                     } else {
                         for (key, value) in map {
@@ -241,7 +247,8 @@ impl<'a, 'r> Context<'a, 'r> {
                             let Some(hint) = types::choice_type_of(suffix) else {
                                 continue;
                             };
-                            let extension = map.get(&format!("_{key}"));
+                            let extension =
+                                extension_child(map, key).map(|(_, extension)| extension);
                             push_element(out, key, Some(value), extension, Some(hint));
                         }
                     }
@@ -274,39 +281,11 @@ impl<'a, 'r> Context<'a, 'r> {
     ) -> Result<Collection<'a>, FhirPathError> {
         use BinaryOp::*;
         if matches!(op, And | Or | Xor | Implies) {
-            let l = to_boolean(&self.eval(left, scope)?, "left operand")?;
-            // Short-circuit where the result no longer depends on the right side.
-            let shortcut = match (op, l) {
-                (And, Some(false)) => Some(false),
-                (Or, Some(true)) => Some(true),
-                (Implies, Some(false)) => Some(true),
-                _ => None,
-            };
-            if let Some(result) = shortcut {
-                return Ok(vec![Item::Boolean(result)]);
-            }
-            let r = to_boolean(&self.eval(right, scope)?, "right operand")?;
-            let result = match op {
-                And => match (l, r) {
-                    (Some(false), _) | (_, Some(false)) => Some(false),
-                    (Some(true), Some(true)) => Some(true),
-                    _ => None,
-                },
-                Or => match (l, r) {
-                    (Some(true), _) | (_, Some(true)) => Some(true),
-                    (Some(false), Some(false)) => Some(false),
-                    _ => None,
-                },
-                Xor => match (l, r) {
-                    (Some(a), Some(b)) => Some(a != b),
-                    _ => None,
-                },
-                _ => match (l, r) {
-                    (Some(true), r) => r,
-                    (None, Some(true)) => Some(true),
-                    _ => None,
-                },
-            };
+            let result = self.logical(op, left, right, scope)?;
+            return Ok(result.map(Item::Boolean).into_iter().collect());
+        }
+        if let (Eq | Ne, Expr::Literal(Literal::String(text))) = (op, right) {
+            let result = self.equals_string_literal(op, left, text, scope)?;
             return Ok(result.map(Item::Boolean).into_iter().collect());
         }
         let l = self.eval(left, scope)?;
@@ -375,6 +354,108 @@ impl<'a, 'r> Context<'a, 'r> {
         }
     }
 
+    /// `left = 'text'` / `left != 'text'`: the common criteria shape, evaluated as the
+    /// general case would (same result, same steps charged) without building the
+    /// literal's collection or copying its text.
+    fn equals_string_literal(
+        &self,
+        op: BinaryOp,
+        left: &Expr,
+        text: &str,
+        scope: &Scope<'a>,
+    ) -> Result<Option<bool>, FhirPathError> {
+        let l = self.eval(left, scope)?;
+        // The step the literal's own evaluation would have taken.
+        self.charge(1)?;
+        self.charge(l.len() + 1)?;
+        let equal = match l.as_slice() {
+            [] => None,
+            [item] => match item.system_str() {
+                Some(s) => Some(s == text),
+                None => item_equal(item, &Item::String(text.to_owned())),
+            },
+            _ => Some(false),
+        };
+        Ok(if op == BinaryOp::Ne {
+            equal.map(|b| !b)
+        } else {
+            equal
+        })
+    }
+
+    /// Evaluates `expr` and applies singleton evaluation as a boolean (as
+    /// [`to_boolean`] on [`Context::eval`]'s result), computing logical operators and
+    /// string-literal equality directly rather than through one-item collections.
+    pub(crate) fn eval_boolean(
+        &self,
+        expr: &Expr,
+        scope: &Scope<'a>,
+        what: &str,
+    ) -> Result<Option<bool>, FhirPathError> {
+        match expr {
+            Expr::Binary(
+                op @ (BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Implies),
+                left,
+                right,
+            ) => {
+                self.charge(1)?;
+                self.logical(*op, left, right, scope)
+            }
+            Expr::Binary(op @ (BinaryOp::Eq | BinaryOp::Ne), left, right) => match &**right {
+                Expr::Literal(Literal::String(text)) => {
+                    self.charge(1)?;
+                    self.equals_string_literal(*op, left, text, scope)
+                }
+                _ => to_boolean(&self.eval(expr, scope)?, what),
+            },
+            _ => to_boolean(&self.eval(expr, scope)?, what),
+        }
+    }
+
+    /// `and`, `or`, `xor`, `implies` with three-valued logic.
+    fn logical(
+        &self,
+        op: BinaryOp,
+        left: &Expr,
+        right: &Expr,
+        scope: &Scope<'a>,
+    ) -> Result<Option<bool>, FhirPathError> {
+        use BinaryOp::*;
+        let l = self.eval_boolean(left, scope, "left operand")?;
+        // Short-circuit where the result no longer depends on the right side.
+        let shortcut = match (op, l) {
+            (And, Some(false)) => Some(false),
+            (Or, Some(true)) => Some(true),
+            (Implies, Some(false)) => Some(true),
+            _ => None,
+        };
+        if let Some(result) = shortcut {
+            return Ok(Some(result));
+        }
+        let r = self.eval_boolean(right, scope, "right operand")?;
+        Ok(match op {
+            And => match (l, r) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            Or => match (l, r) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            Xor => match (l, r) {
+                (Some(a), Some(b)) => Some(a != b),
+                _ => None,
+            },
+            _ => match (l, r) {
+                (Some(true), r) => r,
+                (None, Some(true)) => Some(true),
+                _ => None,
+            },
+        })
+    }
+
     /// Appends items of `items` not already in `out` (FHIRPath `union`).
     pub(crate) fn union_into(
         &self,
@@ -408,6 +489,56 @@ impl<'a, 'r> Context<'a, 'r> {
         }
         Ok(true)
     }
+}
+
+/// Whether a JSON property value can pair with a `_name` primitive-extension
+/// sibling: anything but an object or an array of objects (whose items `push_element`
+/// never pairs with an extension).
+fn holds_primitives(value: &Value) -> bool {
+    match value {
+        Value::Object(_) => false,
+        Value::Array(items) => !items.iter().all(Value::is_object),
+        _ => true,
+    }
+}
+
+/// Objects with at most this many properties are searched by a linear scan, which
+/// for the small objects FHIR resources are made of costs less than hashing the
+/// name (serde_json's map hashes with SipHash).
+const LINEAR_SCAN_PROPERTIES: usize = 16;
+
+/// The property `name` of `map` (`Map::get_key_value`, scanning small objects).
+fn child<'m>(map: &'m Map<String, Value>, name: &str) -> Option<(&'m String, &'m Value)> {
+    if map.len() <= LINEAR_SCAN_PROPERTIES {
+        map.iter().find(|(key, _)| key.as_str() == name)
+    } else {
+        map.get_key_value(name)
+    }
+}
+
+/// The `_name` primitive-extension sibling of property `name` (see [`child`]).
+fn extension_child<'m>(map: &'m Map<String, Value>, name: &str) -> Option<(&'m String, &'m Value)> {
+    if map.len() <= LINEAR_SCAN_PROPERTIES {
+        map.iter()
+            .find(|(key, _)| key.len() == name.len() + 1 && key.strip_prefix('_') == Some(name))
+    } else {
+        with_extension_key(name, |key| map.get_key_value(key))
+    }
+}
+
+/// Calls `lookup` with `_name`, built on the stack for ordinary element names so
+/// that navigation does not allocate per step.
+fn with_extension_key<T>(name: &str, lookup: impl FnOnce(&str) -> T) -> T {
+    const INLINE: usize = 64;
+    if name.len() < INLINE {
+        let mut buffer = [0u8; INLINE];
+        buffer[0] = b'_';
+        buffer[1..=name.len()].copy_from_slice(name.as_bytes());
+        if let Ok(key) = std::str::from_utf8(&buffer[..=name.len()]) {
+            return lookup(key);
+        }
+    }
+    lookup(&format!("_{name}"))
 }
 
 fn starts_uppercase(name: &str) -> bool {
@@ -554,6 +685,10 @@ fn numeric(item: &Item<'_>) -> Option<Decimal> {
 
 /// FHIRPath `=` on two items: `None` when the answer is unknown (precision).
 pub(crate) fn item_equal(a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
+    // Two strings compare without copying either into a System value.
+    if let (Some(x), Some(y)) = (a.system_str(), b.system_str()) {
+        return Some(x == y);
+    }
     let (a, b) = (a.system(), b.system());
     match (&a, &b) {
         (Item::Integer(x), Item::Integer(y)) => Some(x == y),

@@ -287,10 +287,7 @@ impl<'a, 'r> Context<'a, 'r> {
         input
             .iter()
             .enumerate()
-            .map(|(i, item)| {
-                let result = self.eval(criteria, &self.item_scope(item, i, scope))?;
-                to_boolean(&result, name)
-            })
+            .map(|(i, item)| self.eval_boolean(criteria, &self.item_scope(item, i, scope), name))
             .collect()
     }
 

@@ -261,6 +261,27 @@ impl<'a> Item<'a> {
         self.clone()
     }
 
+    /// The item's text when its System value ([`Item::system`]) is a String, borrowed:
+    /// a System string, or a string-valued node whose type does not make it a
+    /// date/time. `None` otherwise (including date-typed nodes, whatever their text).
+    pub(crate) fn system_str(&self) -> Option<&str> {
+        match self {
+            Item::String(s) => Some(s),
+            Item::Node(node) => match node.value? {
+                Value::String(s)
+                    if !matches!(
+                        node.fhir_type(),
+                        Some("date" | "dateTime" | "instant" | "time")
+                    ) =>
+                {
+                    Some(s)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The item's text if it is a string (System string or string-valued node).
     pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
