@@ -116,8 +116,19 @@ impl<'a, 'r> Context<'a, 'r> {
                 Ok(out)
             }
             Expr::Member(target, name) => {
-                let input = self.eval(target, scope)?;
                 let mut out = Vec::new();
+                // `%current.status`: navigate from the variable's value directly
+                // rather than through a collection of its root node.
+                if let Expr::External(variable) = &**target {
+                    if let Some(value) = self.variable(variable) {
+                        self.charge(1)?;
+                        for root in variable_roots(value) {
+                            self.navigate(&Item::Node(Node::root(root)), name, &mut out)?;
+                        }
+                        return Ok(out);
+                    }
+                }
+                let input = self.eval(target, scope)?;
                 for item in &input {
                     self.navigate(item, name, &mut out)?;
                 }
@@ -192,14 +203,10 @@ impl<'a, 'r> Context<'a, 'r> {
             "sct" => constant("http://snomed.info/sct"),
             "loinc" => constant("http://loinc.org"),
             _ => {
-                if let Some(value) = self.env.get(name) {
-                    return Ok(match value {
-                        Value::Null => Vec::new(),
-                        Value::Array(items) => {
-                            items.iter().map(|v| Item::Node(Node::root(v))).collect()
-                        }
-                        other => vec![Item::Node(Node::root(other))],
-                    });
+                if let Some(value) = self.variable(name) {
+                    return Ok(variable_roots(value)
+                        .map(|v| Item::Node(Node::root(v)))
+                        .collect());
                 }
                 if let Some(rest) = name.strip_prefix("vs-") {
                     return constant(&format!("http://hl7.org/fhir/ValueSet/{rest}"));
@@ -214,6 +221,15 @@ impl<'a, 'r> Context<'a, 'r> {
                 }
                 Err(execution(format!("unknown variable %{name}")))
             }
+        }
+    }
+
+    /// The value of environment variable `%name`, unless `name` is one of the
+    /// built-in constants, which [`Context::external`] resolves first.
+    fn variable(&self, name: &str) -> Option<&'a Value> {
+        match name {
+            "resource" | "rootResource" | "context" | "ucum" | "sct" | "loinc" => None,
+            _ => self.env.get(name),
         }
     }
 
@@ -408,6 +424,18 @@ impl<'a, 'r> Context<'a, 'r> {
                 }
                 _ => to_boolean(&self.eval(expr, scope)?, what),
             },
+            // `….exists()`: the answer without a one-item collection (the same
+            // steps as `call` charges).
+            Expr::Call {
+                target: Some(target),
+                name,
+                args,
+            } if name == "exists" && args.is_empty() => {
+                self.charge(1)?;
+                let input = self.eval(target, scope)?;
+                self.charge(input.len())?;
+                Ok(Some(!input.is_empty()))
+            }
             _ => to_boolean(&self.eval(expr, scope)?, what),
         }
     }
@@ -488,6 +516,16 @@ impl<'a, 'r> Context<'a, 'r> {
             used[slot] = true;
         }
         Ok(true)
+    }
+}
+
+/// The items an environment variable binds: none for `null`, each item of an
+/// array, else the value itself.
+fn variable_roots(value: &Value) -> std::slice::Iter<'_, Value> {
+    match value {
+        Value::Null => [].iter(),
+        Value::Array(items) => items.iter(),
+        other => std::slice::from_ref(other).iter(),
     }
 }
 

@@ -433,13 +433,17 @@ impl<'a, 'r> Context<'a, 'r> {
             // Filtering and projection
             "where" => {
                 arity(name, args, 1, 1)?;
-                let results = self.criteria(&input, &args[0], scope, name)?;
-                Ok(input
-                    .into_iter()
-                    .zip(results)
-                    .filter(|(_, r)| *r == Some(true))
-                    .map(|(i, _)| i)
-                    .collect())
+                // One pass, no vector of criteria results: `out` allocates only
+                // when an item passes.
+                let mut out = Vec::new();
+                for (i, item) in input.into_iter().enumerate() {
+                    let passes =
+                        self.eval_boolean(&args[0], &self.item_scope(&item, i, scope), name)?;
+                    if passes == Some(true) {
+                        out.push(item);
+                    }
+                }
+                Ok(out)
             }
             "select" => {
                 arity(name, args, 1, 1)?;

@@ -103,3 +103,56 @@ fn properties_and_primitive_extensions_of_small_and_large_objects() {
         }
     }
 }
+
+#[test]
+fn variable_paths_where_and_exists() {
+    let current = json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {"coding": [{"code": "vital-signs"}]},
+            {"coding": [{"code": "laboratory"}, {"code": "laboratory"}]}
+        ]
+    });
+    let mut env = Env::new();
+    env.insert("current".into(), current.clone());
+    env.insert("previous".into(), Value::Null);
+    env.insert(
+        "both".into(),
+        json!([{"status": "final"}, {"status": "amended"}]),
+    );
+    // A variable named like a built-in constant does not shadow it.
+    env.insert("resource".into(), json!({"status": "shadow"}));
+    let root = json!({"resourceType": "Patient", "status": "root"});
+    let answer = |expression: &str| {
+        Expression::parse(expression)
+            .unwrap()
+            .evaluate(&root, &env)
+            .map(|items| items.iter().map(|i| i.to_json()).collect::<Vec<_>>())
+            .unwrap()
+    };
+    assert_eq!(answer("%current.status"), vec![json!("final")]);
+    assert_eq!(answer("%previous.status"), Vec::<Value>::new());
+    assert_eq!(
+        answer("%both.status"),
+        vec![json!("final"), json!("amended")]
+    );
+    assert_eq!(answer("%resource.status"), vec![json!("root")]);
+    assert_eq!(
+        answer("%current.category.coding.where(code = 'laboratory').code"),
+        vec![json!("laboratory"), json!("laboratory")]
+    );
+    assert_eq!(
+        answer("%current.category.coding.where(code = 'laboratory').exists()"),
+        vec![json!(true)]
+    );
+    assert_eq!(
+        answer("%current.category.coding.where(code = 'x').exists() or %previous.exists()"),
+        vec![json!(false)]
+    );
+    // Two items as a logical operand are an error, as before.
+    let two = Expression::parse("%current.category.coding.where(code = 'laboratory') and true")
+        .unwrap()
+        .evaluate(&root, &env);
+    assert!(two.is_err());
+}
