@@ -1,6 +1,7 @@
 //! The evaluator: walks the [`Expr`] tree over collections of [`Item`]s, charging
 //! every step to a budget so hostile expressions or inputs cannot run away.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -43,9 +44,11 @@ pub(crate) struct Context<'a, 'r> {
 }
 
 /// The focus (`$this`) and iteration variables of the expression being evaluated.
+/// The focus is borrowed where it can be (the root, the item `where()` is testing)
+/// so that entering a scope does not allocate.
 #[derive(Clone)]
-pub(crate) struct Scope<'a> {
-    pub(crate) focus: Collection<'a>,
+pub(crate) struct Scope<'a, 's> {
+    pub(crate) focus: Cow<'s, [Item<'a>]>,
     pub(crate) index: Option<i64>,
     pub(crate) total: Option<Collection<'a>>,
 }
@@ -87,19 +90,19 @@ impl<'a, 'r> Context<'a, 'r> {
     pub(crate) fn eval(
         &self,
         expr: &Expr,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         self.charge(1)?;
         match expr {
             Expr::Literal(literal) => Ok(vec![literal_item(literal)]),
             Expr::Empty => Ok(Vec::new()),
-            Expr::This => Ok(scope.focus.clone()),
+            Expr::This => Ok(scope.focus.to_vec()),
             Expr::Index => Ok(scope.index.map(Item::Integer).into_iter().collect()),
             Expr::Total => Ok(scope.total.clone().unwrap_or_default()),
             Expr::External(name) => self.external(name),
             Expr::Identifier(name) => {
                 let mut out = Vec::new();
-                for item in &scope.focus {
+                for item in scope.focus.iter() {
                     let before = out.len();
                     self.navigate(item, name, &mut out)?;
                     if out.len() == before && starts_uppercase(name) {
@@ -188,7 +191,7 @@ impl<'a, 'r> Context<'a, 'r> {
             Expr::Call { target, name, args } => {
                 let input = match target {
                     Some(target) => self.eval(target, scope)?,
-                    None => scope.focus.clone(),
+                    None => scope.focus.to_vec(),
                 };
                 self.call(name, input, args, scope)
             }
@@ -293,7 +296,7 @@ impl<'a, 'r> Context<'a, 'r> {
         op: BinaryOp,
         left: &Expr,
         right: &Expr,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         use BinaryOp::*;
         if matches!(op, And | Or | Xor | Implies) {
@@ -378,7 +381,7 @@ impl<'a, 'r> Context<'a, 'r> {
         op: BinaryOp,
         left: &Expr,
         text: &str,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Option<bool>, FhirPathError> {
         let l = self.eval(left, scope)?;
         // The step the literal's own evaluation would have taken.
@@ -405,7 +408,7 @@ impl<'a, 'r> Context<'a, 'r> {
     pub(crate) fn eval_boolean(
         &self,
         expr: &Expr,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
         what: &str,
     ) -> Result<Option<bool>, FhirPathError> {
         match expr {
@@ -446,7 +449,7 @@ impl<'a, 'r> Context<'a, 'r> {
         op: BinaryOp,
         left: &Expr,
         right: &Expr,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Option<bool>, FhirPathError> {
         use BinaryOp::*;
         let l = self.eval_boolean(left, scope, "left operand")?;

@@ -1,6 +1,7 @@
 //! The FHIRPath function library (existence, filtering, subsetting, combining,
 //! conversion, string, math, tree navigation, utility and FHIR-specific functions).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde_json::Value;
@@ -214,7 +215,7 @@ impl<'a, 'r> Context<'a, 'r> {
         &self,
         args: &[Expr],
         i: usize,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         match args.get(i) {
             Some(expr) => self.eval(expr, scope),
@@ -227,7 +228,7 @@ impl<'a, 'r> Context<'a, 'r> {
         &self,
         args: &[Expr],
         i: usize,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
         name: &str,
     ) -> Result<Option<Item<'a>>, FhirPathError> {
         let values = self.arg(args, i, scope)?;
@@ -238,7 +239,7 @@ impl<'a, 'r> Context<'a, 'r> {
         &self,
         args: &[Expr],
         i: usize,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
         name: &str,
     ) -> Result<Option<String>, FhirPathError> {
         match self.arg_single(args, i, scope, name)? {
@@ -255,7 +256,7 @@ impl<'a, 'r> Context<'a, 'r> {
         &self,
         args: &[Expr],
         i: usize,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
         name: &str,
     ) -> Result<Option<i64>, FhirPathError> {
         match self.arg_single(args, i, scope, name)? {
@@ -268,9 +269,14 @@ impl<'a, 'r> Context<'a, 'r> {
         }
     }
 
-    fn item_scope(&self, item: &Item<'a>, index: usize, outer: &Scope<'a>) -> Scope<'a> {
+    fn item_scope<'s>(
+        &self,
+        item: &'s Item<'a>,
+        index: usize,
+        outer: &Scope<'a, '_>,
+    ) -> Scope<'a, 's> {
         Scope {
-            focus: vec![item.clone()],
+            focus: Cow::Borrowed(std::slice::from_ref(item)),
             index: i64::try_from(index).ok(),
             total: outer.total.clone(),
         }
@@ -281,7 +287,7 @@ impl<'a, 'r> Context<'a, 'r> {
         &self,
         input: &[Item<'a>],
         criteria: &Expr,
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
         name: &str,
     ) -> Result<Vec<Option<bool>>, FhirPathError> {
         input
@@ -370,7 +376,7 @@ impl<'a, 'r> Context<'a, 'r> {
         name: &str,
         input: Collection<'a>,
         args: &[Expr],
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         self.charge(input.len())?;
         if UNSUPPORTED.contains(&name) {
@@ -562,7 +568,7 @@ impl<'a, 'r> Context<'a, 'r> {
                     return Err(execution("iif() needs at most one input item"));
                 }
                 let inner = Scope {
-                    focus: input,
+                    focus: Cow::Owned(input),
                     index: scope.index,
                     total: scope.total.clone(),
                 };
@@ -663,7 +669,7 @@ impl<'a, 'r> Context<'a, 'r> {
                 let mut total = self.arg(args, 1, scope)?;
                 for (i, item) in input.iter().enumerate() {
                     let step = Scope {
-                        focus: vec![item.clone()],
+                        focus: Cow::Borrowed(std::slice::from_ref(item)),
                         index: i64::try_from(i).ok(),
                         total: Some(total),
                     };
@@ -775,7 +781,7 @@ impl<'a, 'r> Context<'a, 'r> {
         &self,
         input: Collection<'a>,
         args: &[Expr],
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         self.charge(
             input
@@ -828,7 +834,7 @@ impl<'a, 'r> Context<'a, 'r> {
         name: &str,
         input: &[Item<'a>],
         args: &[Expr],
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         let Some(item) = singleton(input, name)? else {
             return Ok(Vec::new());
@@ -867,7 +873,7 @@ impl<'a, 'r> Context<'a, 'r> {
         name: &str,
         input: &[Item<'a>],
         args: &[Expr],
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         let Some(item) = singleton(input, name)? else {
             return Ok(Vec::new());
@@ -954,7 +960,7 @@ impl<'a, 'r> Context<'a, 'r> {
         name: &str,
         input: &[Item<'a>],
         args: &[Expr],
-        scope: &Scope<'a>,
+        scope: &Scope<'a, '_>,
     ) -> Result<Collection<'a>, FhirPathError> {
         let Some(text) = self.string_input(input, name)? else {
             return Ok(Vec::new());

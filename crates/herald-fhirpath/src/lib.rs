@@ -179,8 +179,9 @@ impl Expression {
         budget: u64,
     ) -> Result<Vec<Item<'a>>, FhirPathError> {
         let context = eval::Context::new(root, variables, budget, &self.regexes);
+        let focus = [Item::Node(Node::root(root))];
         let scope = eval::Scope {
-            focus: vec![Item::Node(Node::root(root))],
+            focus: std::borrow::Cow::Borrowed(&focus),
             index: None,
             total: None,
         };
