@@ -230,26 +230,7 @@ impl Received {
 
     /// Event numbers in a notification bundle.
     pub fn event_numbers(&self) -> Vec<i64> {
-        let bundle = self.json();
-        let Some(params) = bundle
-            .pointer("/entry/0/resource/parameter")
-            .and_then(Value::as_array)
-        else {
-            return vec![];
-        };
-        params
-            .iter()
-            .filter(|p| p["name"] == "notification-event")
-            .filter_map(|p| {
-                p["part"]
-                    .as_array()?
-                    .iter()
-                    .find(|x| x["name"] == "event-number")?["valueString"]
-                    .as_str()?
-                    .parse()
-                    .ok()
-            })
-            .collect()
+        bundle_event_numbers(&self.json())
     }
 }
 
@@ -356,6 +337,29 @@ impl Receiver {
             let _ = tokio::time::timeout(remaining.min(Duration::from_millis(200)), notified).await;
         }
     }
+}
+
+/// The `event-number`s of a Backport notification bundle's status, in order.
+pub fn bundle_event_numbers(bundle: &Value) -> Vec<i64> {
+    let Some(params) = bundle
+        .pointer("/entry/0/resource/parameter")
+        .and_then(Value::as_array)
+    else {
+        return vec![];
+    };
+    params
+        .iter()
+        .filter(|p| p["name"] == "notification-event")
+        .filter_map(|p| {
+            p["part"]
+                .as_array()?
+                .iter()
+                .find(|x| x["name"] == "event-number")?["valueString"]
+                .as_str()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Helpers that build FHIR test resources.

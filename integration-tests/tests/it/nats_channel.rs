@@ -63,26 +63,7 @@ impl NatsNotification {
     }
 
     fn event_numbers(&self) -> Vec<i64> {
-        let Some(params) = self
-            .bundle
-            .pointer("/entry/0/resource/parameter")
-            .and_then(Value::as_array)
-        else {
-            return vec![];
-        };
-        params
-            .iter()
-            .filter(|p| p["name"] == "notification-event")
-            .filter_map(|p| {
-                p["part"]
-                    .as_array()?
-                    .iter()
-                    .find(|x| x["name"] == "event-number")?["valueString"]
-                    .as_str()?
-                    .parse()
-                    .ok()
-            })
-            .collect()
+        herald_integration_tests::bundle_event_numbers(&self.bundle)
     }
 
     /// `subject.reference` of the full resources in the bundle.
