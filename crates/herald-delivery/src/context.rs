@@ -25,7 +25,10 @@ use std::sync::LazyLock;
 use herald_criteria::{NotificationShape, NotificationShapes, BUILTIN_TOPIC_JSON};
 use herald_fhir::bundle::AdditionalContext;
 use herald_fhir::{PayloadContent, SubscriptionSpec};
-use herald_store::{NotificationRecord, Store, StoreResult, SubscriptionOwner, SubscriptionRecord};
+use herald_store::{
+    NotificationRecord, ResourceKey, Store, StoreResult, StoredResource, SubscriptionOwner,
+    SubscriptionRecord,
+};
 use serde_json::Value;
 
 use crate::access::permits_resource;
@@ -104,39 +107,174 @@ async fn topic_shapes(
 }
 
 /// The additional context of each of `events` (same order): see the module docs.
-/// Reads only; safe to repeat.
+/// Reads only; safe to repeat. A caller that builds many notifications for one
+/// subscription loads a [`ContextPlan`] once instead.
 pub async fn additional_context(
     store: &dyn Store,
     scope: &ContextScope<'_>,
     events: &[NotificationRecord],
 ) -> StoreResult<Vec<Vec<AdditionalContext>>> {
-    let none = || vec![Vec::new(); events.len()];
-    if scope.content == PayloadContent::Empty || events.is_empty() {
-        return Ok(none());
+    if events.is_empty() {
+        return Ok(Vec::new());
     }
-    let Some(topic_url) = scope.topic_url else {
-        return Ok(none());
-    };
-    let Some(shapes) = topic_shapes(store, scope.tenant, topic_url).await? else {
-        return Ok(none());
-    };
-    let mut all = Vec::with_capacity(events.len());
-    for n in events {
-        let context = match shapes.for_resource(&n.event.resource_type) {
-            Some(shape) if !shape.is_empty() => resolve(store, scope, shape, n).await?,
-            _ => Vec::new(),
-        };
-        all.push(context);
-    }
-    Ok(all)
+    ContextPlan::load(store, scope)
+        .await?
+        .resolve(store, scope, events)
+        .await
 }
 
-/// The context of one event whose focus has `shape`.
+/// What one subscription's notifications need to resolve their additional context: its
+/// topic's shapes, read once for a whole delivery run rather than once per request (a
+/// topic read per notification was the largest cost of sending one).
+#[derive(Debug, Clone, Default)]
+pub struct ContextPlan {
+    /// `None`: no context at this content level, or the topic declares none.
+    shapes: Option<NotificationShapes>,
+}
+
+impl ContextPlan {
+    pub async fn load(store: &dyn Store, scope: &ContextScope<'_>) -> StoreResult<Self> {
+        if scope.content == PayloadContent::Empty {
+            return Ok(Self::default());
+        }
+        let Some(topic_url) = scope.topic_url else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            shapes: topic_shapes(store, scope.tenant, topic_url).await?,
+        })
+    }
+
+    /// The additional context of each of `events` (same order), for the subscription
+    /// this plan was loaded for. The focus resources the events do not carry, and then
+    /// every resource their `include`s name, are read in one query each for all of
+    /// `events` (a page of a subscription's log typically names the same patient and
+    /// encounter again and again); `revInclude`s are searched per event. Reads only; safe
+    /// to repeat.
+    pub async fn resolve(
+        &self,
+        store: &dyn Store,
+        scope: &ContextScope<'_>,
+        events: &[NotificationRecord],
+    ) -> StoreResult<Vec<Vec<AdditionalContext>>> {
+        let Some(shapes) = &self.shapes else {
+            return Ok(vec![Vec::new(); events.len()]);
+        };
+        let shape_of = |n: &NotificationRecord| {
+            shapes
+                .for_resource(&n.event.resource_type)
+                .filter(|shape| !shape.is_empty())
+        };
+        let key = |ty: &str, id: &str| ResourceKey {
+            tenant: scope.tenant.to_owned(),
+            resource_type: ty.to_owned(),
+            id: id.to_owned(),
+        };
+        let latest_focus = read_all(
+            store,
+            events
+                .iter()
+                .filter(|n| {
+                    n.event.resource.is_none()
+                        && shape_of(n).is_some_and(|shape| !shape.includes.is_empty())
+                })
+                .map(|n| key(&n.event.resource_type, &n.event.resource_id)),
+        )
+        .await?;
+        let focus_of = |n| focus_of(n, scope.tenant, &latest_focus);
+        let mut named = Vec::new();
+        for n in events {
+            if let (Some(shape), Some(focus)) = (shape_of(n), focus_of(n)) {
+                for reference in include_references(shape, focus, n) {
+                    if let Some((ty, id)) = reference.split_once('/') {
+                        named.push(key(ty, id));
+                    }
+                }
+            }
+        }
+        let included = read_all(store, named.into_iter()).await?;
+        let mut all = Vec::with_capacity(events.len());
+        for n in events {
+            let context = match shape_of(n) {
+                Some(shape) => resolve(store, scope, shape, n, focus_of(n), &included).await?,
+                None => Vec::new(),
+            };
+            all.push(context);
+        }
+        Ok(all)
+    }
+}
+
+/// The focus of `n` as the event saw it (for a delete, the deleted copy); else the latest
+/// version, from `latest`.
+fn focus_of<'a>(
+    n: &'a NotificationRecord,
+    tenant: &str,
+    latest: &'a HashMap<ResourceKey, StoredResource>,
+) -> Option<&'a Value> {
+    match &n.event.resource {
+        Some(resource) => Some(resource),
+        None => latest
+            .get(&ResourceKey {
+                tenant: tenant.to_owned(),
+                resource_type: n.event.resource_type.clone(),
+                id: n.event.resource_id.clone(),
+            })
+            .filter(|r| !r.deleted)
+            .and_then(|r| r.resource.as_ref()),
+    }
+}
+
+/// The latest stored versions of `keys` (repeats read once), by key.
+async fn read_all(
+    store: &dyn Store,
+    keys: impl Iterator<Item = ResourceKey>,
+) -> StoreResult<HashMap<ResourceKey, StoredResource>> {
+    let keys: Vec<ResourceKey> = keys.collect::<HashSet<_>>().into_iter().collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(store
+        .get_resources(&keys)
+        .await?
+        .into_iter()
+        .map(|r| (r.key(), r))
+        .collect())
+}
+
+/// The references `shape`'s includes name from `focus`, in order, without repeats or the
+/// focus itself, at most [`MAX_LOOKUPS_PER_EVENT`].
+fn include_references(
+    shape: &NotificationShape,
+    focus: &Value,
+    n: &NotificationRecord,
+) -> Vec<String> {
+    let focus_ref = format!("{}/{}", n.event.resource_type, n.event.resource_id);
+    let mut seen: HashSet<String> = HashSet::from([focus_ref]);
+    let mut references = Vec::new();
+    for directive in &shape.includes {
+        for reference in directive.references(focus) {
+            if references.len() >= MAX_LOOKUPS_PER_EVENT {
+                return references;
+            }
+            if seen.insert(reference.clone()) {
+                references.push(reference);
+            }
+        }
+    }
+    references
+}
+
+/// The context of one event whose focus has `shape`: its includes looked up in
+/// `included` (read for the whole page by [`ContextPlan::resolve`]), its revIncludes
+/// searched.
 async fn resolve(
     store: &dyn Store,
     scope: &ContextScope<'_>,
     shape: &NotificationShape,
     n: &NotificationRecord,
+    focus: Option<&Value>,
+    included: &HashMap<ResourceKey, StoredResource>,
 ) -> StoreResult<Vec<AdditionalContext>> {
     let tenant = scope.tenant;
     let (focus_type, focus_id) = (&n.event.resource_type, &n.event.resource_id);
@@ -151,45 +289,33 @@ async fn resolve(
         permits_resource(scope.owner, ty, id, Some(resource)).is_ok()
     };
 
-    // The focus as the event saw it (for a delete, the deleted copy); else the latest.
-    let latest;
-    let focus = match &n.event.resource {
-        Some(resource) => Some(resource),
-        None if !shape.includes.is_empty() => {
-            latest = store.get_resource(tenant, focus_type, focus_id).await?;
-            latest
-                .as_ref()
-                .filter(|r| !r.deleted)
-                .and_then(|r| r.resource.as_ref())
-        }
-        None => None,
-    };
     if let Some(focus) = focus {
-        'includes: for directive in &shape.includes {
-            for reference in directive.references(focus) {
-                if full(&found, lookups) {
-                    break 'includes;
+        for reference in include_references(shape, focus, n) {
+            if full(&found, lookups) {
+                break;
+            }
+            let Some((ty, id)) = reference.split_once('/') else {
+                continue;
+            };
+            seen.insert(reference.clone());
+            lookups += 1;
+            let key = ResourceKey {
+                tenant: tenant.to_owned(),
+                resource_type: ty.to_owned(),
+                id: id.to_owned(),
+            };
+            let Some(stored) = included.get(&key) else {
+                continue;
+            };
+            match &stored.resource {
+                Some(resource) if !stored.deleted && permitted(ty, id, resource) => {
+                    found.push(AdditionalContext {
+                        resource_type: stored.resource_type.clone(),
+                        resource_id: stored.id.clone(),
+                        resource: Some(resource.clone()),
+                    });
                 }
-                if !seen.insert(reference.clone()) {
-                    continue;
-                }
-                let Some((ty, id)) = reference.split_once('/') else {
-                    continue;
-                };
-                lookups += 1;
-                let Some(stored) = store.get_resource(tenant, ty, id).await? else {
-                    continue;
-                };
-                match stored.resource {
-                    Some(resource) if !stored.deleted && permitted(ty, id, &resource) => {
-                        found.push(AdditionalContext {
-                            resource_type: stored.resource_type,
-                            resource_id: stored.id,
-                            resource: Some(resource),
-                        });
-                    }
-                    _ => {}
-                }
+                _ => {}
             }
         }
     }

@@ -7,7 +7,9 @@ use herald_fhir::bundle::{
 use herald_fhir::{Action, PayloadContent, SubscriptionSpec};
 use herald_store::{NotificationRecord, SubscriptionKey, SubscriptionRecord};
 
-pub use crate::context::{additional_context, ContextScope, MAX_ADDITIONAL_CONTEXT_PER_EVENT};
+pub use crate::context::{
+    additional_context, ContextPlan, ContextScope, MAX_ADDITIONAL_CONTEXT_PER_EVENT,
+};
 
 /// What a notification bundle is about, for channels that label their messages (the NATS
 /// channel's headers and dedup id).

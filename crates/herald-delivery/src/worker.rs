@@ -22,7 +22,7 @@ use herald_audit::{AuditEntry, AuditKind, AuditOutcome};
 use crate::access::{permits, AccessGuard};
 use crate::nats_channel::NatsChannel;
 use crate::payload::{
-    additional_context, bundle_request, bundle_request_with_context, classic_request, ContextScope,
+    bundle_request, bundle_request_with_context, classic_request, ContextPlan, ContextScope,
     OutgoingRequest,
 };
 use crate::retry::RetrySchedule;
@@ -360,6 +360,13 @@ impl RestHookWorker {
         };
         let page_size = i64::from(PAGE_EVENTS.max(batch));
         let started = tokio::time::Instant::now();
+        // The topic's notificationShape is read once per claim; a changed topic applies
+        // from the next claim (at most MAX_HOLD later).
+        let context_plan = if spec.delivers_bundles() {
+            ContextPlan::load(store.as_ref(), &ContextScope::of(record, spec)).await?
+        } else {
+            ContextPlan::default()
+        };
         let mut through = record.delivered_through;
         for page in 0..MAX_PAGES {
             let pending = store
@@ -381,7 +388,15 @@ impl RestHookWorker {
                 break;
             };
             let sent = self
-                .send_page(record, spec, batch, through, pending, started + MAX_HOLD)
+                .send_page(
+                    record,
+                    spec,
+                    &context_plan,
+                    batch,
+                    through,
+                    pending,
+                    started + MAX_HOLD,
+                )
                 .await?;
             let sent_through = sent.through;
             // What this page delivered (or withheld) is recorded before anything else: a
@@ -431,11 +446,23 @@ impl RestHookWorker {
         &self,
         record: &SubscriptionRecord,
         spec: &SubscriptionSpec,
+        context_plan: &ContextPlan,
         batch: u32,
         mut through: i64,
         page: Vec<NotificationRecord>,
         hold_until: tokio::time::Instant,
     ) -> Result<PageSent, StoreError> {
+        // The page's additional context is resolved at once: one read for all the
+        // resources its events include, rather than reads per request.
+        let mut contexts = if spec.delivers_bundles() {
+            let scope = ContextScope::of(record, spec);
+            context_plan
+                .resolve(self.inner.store.as_ref(), &scope, &page)
+                .await?
+        } else {
+            Vec::new()
+        }
+        .into_iter();
         let mut page = page.into_iter().peekable();
         while page.peek().is_some() {
             if tokio::time::Instant::now() >= hold_until {
@@ -448,9 +475,14 @@ impl RestHookWorker {
             // The owner's grant is checked again for every event: what it no longer
             // covers is withheld (audited) and delivery moves past it.
             let mut sendable = Vec::with_capacity(chunk.len());
+            let mut context = Vec::with_capacity(chunk.len());
             for n in chunk {
+                let n_context = contexts.next().unwrap_or_default();
                 match permits(record.owner.as_ref(), &n.event) {
-                    Ok(()) => sendable.push(n),
+                    Ok(()) => {
+                        sendable.push(n);
+                        context.push(n_context);
+                    }
                     Err(reason) => {
                         self.inner
                             .guard
@@ -466,9 +498,6 @@ impl RestHookWorker {
             let mut current = record.clone();
             current.events_since_start = current.events_since_start.max(last);
             let request = if spec.delivers_bundles() {
-                let scope = ContextScope::of(record, spec);
-                let context =
-                    additional_context(self.inner.store.as_ref(), &scope, &sendable).await?;
                 bundle_request_with_context(
                     &self.inner.config.base_url,
                     &current,
