@@ -351,13 +351,7 @@ impl RestHookWorker {
         /// Notifications read (and progress recorded) at a time, at least one request's worth.
         const PAGE_EVENTS: u32 = 64;
         let store = &self.inner.store;
-        let batch = if spec.delivers_bundles() {
-            spec.max_count
-                .unwrap_or(self.inner.config.default_max_count)
-                .max(1)
-        } else {
-            1
-        };
+        let batch = self.events_per_request(spec);
         let page_size = i64::from(PAGE_EVENTS.max(batch));
         let started = tokio::time::Instant::now();
         // The topic's notificationShape is read once per claim; a changed topic applies
@@ -392,7 +386,6 @@ impl RestHookWorker {
                     record,
                     spec,
                     &context_plan,
-                    batch,
                     through,
                     pending,
                     started + MAX_HOLD,
@@ -439,7 +432,19 @@ impl RestHookWorker {
         store.release_claim(&record.key).await
     }
 
-    /// Sends one page in order as requests of at most `batch` events, starting after
+    /// Events per request: the subscription's `maxCount` (or the configured default) for
+    /// bundles; one for R4 classic rest-hook.
+    fn events_per_request(&self, spec: &SubscriptionSpec) -> u32 {
+        if spec.delivers_bundles() {
+            spec.max_count
+                .unwrap_or(self.inner.config.default_max_count)
+                .max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Sends one page in order as requests of at most `events_per_request` events, starting after
     /// `through`, until the page is done, a request fails, or `hold_until` has passed (an
     /// attempt never outlives the claim, so sending stops between requests).
     async fn send_page(
@@ -447,11 +452,11 @@ impl RestHookWorker {
         record: &SubscriptionRecord,
         spec: &SubscriptionSpec,
         context_plan: &ContextPlan,
-        batch: u32,
         mut through: i64,
         page: Vec<NotificationRecord>,
         hold_until: tokio::time::Instant,
     ) -> Result<PageSent, StoreError> {
+        let batch = self.events_per_request(spec);
         // The page's additional context is resolved at once: one read for all the
         // resources its events include, rather than reads per request.
         let mut contexts = if spec.delivers_bundles() {
