@@ -10,6 +10,10 @@
 //! subscription sets none; default 1, as Herald's default): with more than 1, a backlog
 //! goes out as fewer, larger bundles. Notifications are counted per event, not per bundle.
 
+/// The allocator the `herald` binary uses, so the hub in this process runs as it does there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,6 +5,10 @@
 //! `cargo run --release -p herald-integration-tests --bin spine-latency -- [writes]`
 //! Prints min / median / p90 / p99 / max per mode. Not a test: it asserts nothing on time.
 
+/// The allocator the `herald` binary uses, so the hub in this process runs as it does there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use herald_integration_tests::fhir::{lab_observation, topic_subscription, LAB_TOPIC};
