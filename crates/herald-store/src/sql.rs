@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use herald_fhir::SubscriptionStatus;
 use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -21,12 +22,19 @@ use crate::{Store, StoreError, StoreResult};
 mod batch;
 
 /// The embedded default: one SQLite file, WAL, `synchronous=FULL` so an acknowledged
-/// write survives a crash. One connection: SQLite has one writer anyway, and a single
-/// connection never meets `SQLITE_BUSY` on lock upgrades.
+/// write survives a crash. One writing connection: SQLite has one writer anyway, and a
+/// single writer never meets `SQLITE_BUSY` on lock upgrades. Reads that stand alone go to
+/// a few read-only connections: in WAL mode they run beside the writer and see every
+/// committed write, instead of queueing behind its disk flushes (a reader waited up to
+/// the several milliseconds of a flush for each row it needed).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    reader: SqlitePool,
 }
+
+/// Read-only connections beside the SQLite writer.
+const SQLITE_READERS: u32 = 2;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> StoreResult<Self> {
@@ -41,7 +49,16 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        // Opened after the writer, which created the file and set WAL mode (persistent).
+        let reader_options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let reader = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .connect_with(reader_options)
+            .await?;
+        Ok(Self { pool, reader })
     }
 
     /// An in-memory database, for tests.
@@ -53,14 +70,20 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        // An in-memory database exists only on its one connection.
+        Ok(Self {
+            reader: pool.clone(),
+            pool,
+        })
     }
 }
 
-/// Production storage on PostgreSQL.
+/// Production storage on PostgreSQL. Reads and writes share one pool (`reader` is the same
+/// pool: the server runs them side by side).
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    reader: PgPool,
 }
 
 impl PostgresStore {
@@ -70,7 +93,67 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            reader: pool.clone(),
+            pool,
+        })
+    }
+}
+
+/// A bookkeeping write: one statement on a connection, made by [`SqliteStore::bookkeeping`]
+/// or [`PostgresStore::bookkeeping`].
+type BookkeepingWrite<C, T> =
+    Box<dyn for<'c> FnOnce(&'c mut C) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send>;
+
+impl SqliteStore {
+    /// Runs a delivery bookkeeping write (a claim, its release, progress) without its own
+    /// disk flush: `synchronous=NORMAL` for this commit only. In WAL mode the commit is
+    /// written to the log in order, and the next `FULL` commit's flush (the matcher's next
+    /// batch, any API write) makes it durable with everything before it; only a power or OS
+    /// failure before then can undo it. Undoing one is harmless by design: a lost claim or
+    /// release is moot, since the embedded mode is one instance and releases every claim at
+    /// start; lost progress sends those notifications again, which at-least-once delivery
+    /// allows (event numbers come from the matcher's `FULL` commits and are never reused).
+    ///
+    /// The write runs in its own task, so a caller that gives up cannot leave the shared
+    /// writer at `NORMAL`; if the setting cannot be restored, the connection is closed.
+    async fn bookkeeping<T: Send + 'static>(
+        &self,
+        write: BookkeepingWrite<sqlx::SqliteConnection, T>,
+    ) -> StoreResult<T> {
+        let pool = self.pool.clone();
+        let task = tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+            let result = write(&mut conn).await;
+            if let Err(e) = sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+            {
+                conn.close_on_drop();
+                return Err(e);
+            }
+            result
+        });
+        match task.await {
+            Ok(result) => result.map_err(convert),
+            Err(e) => Err(StoreError::Corrupt(format!("bookkeeping write aborted: {e}"))),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Runs a delivery bookkeeping write. PostgreSQL commits it durably: instances share
+    /// claims, and a claim undone by a server crash could let a second instance deliver a
+    /// subscription that the first is still sending.
+    async fn bookkeeping<T: Send + 'static>(
+        &self,
+        write: BookkeepingWrite<sqlx::PgConnection, T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.pool.acquire().await?;
+        write(&mut conn).await.map_err(convert)
     }
 }
 
@@ -243,7 +326,7 @@ macro_rules! impl_store {
 
             async fn get_subscription(&self, tenant: &str, id: &str) -> StoreResult<Option<SubscriptionRecord>> {
                 let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant = $1 AND id = $2");
-                let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(&self.reader).await?;
                 row.as_ref().map(Self::subscription).transpose()
             }
 
@@ -305,7 +388,7 @@ macro_rules! impl_store {
                 for b in binds {
                     q = q.bind(b);
                 }
-                let rows = q.fetch_all(&self.pool).await?;
+                let rows = q.fetch_all(&self.reader).await?;
                 rows.iter().map(Self::subscription).collect()
             }
 
@@ -313,13 +396,13 @@ macro_rules! impl_store {
                 let sql = format!(
                     "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE status IN ('requested', 'active', 'error')"
                 );
-                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(&sql).fetch_all(&self.reader).await?;
                 rows.iter().map(Self::subscription).collect()
             }
 
             async fn count_subscriptions_with_criteria(&self, tenant: &str, criteria: &str) -> StoreResult<i64> {
                 let row = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions WHERE tenant = $1 AND criteria = $2")
-                    .bind(tenant).bind(criteria).fetch_one(&self.pool).await?;
+                    .bind(tenant).bind(criteria).fetch_one(&self.reader).await?;
                 Ok(row.try_get("n")?)
             }
 
@@ -340,19 +423,19 @@ macro_rules! impl_store {
 
             async fn get_topic(&self, tenant: &str, id: &str) -> StoreResult<Option<TopicRecord>> {
                 let row = sqlx::query("SELECT tenant, id, url, version_id, resource, updated_at FROM topics WHERE tenant = $1 AND id = $2")
-                    .bind(tenant).bind(id).fetch_optional(&self.pool).await?;
+                    .bind(tenant).bind(id).fetch_optional(&self.reader).await?;
                 row.as_ref().map(Self::topic).transpose()
             }
 
             async fn get_topic_by_url(&self, tenant: &str, url: &str) -> StoreResult<Option<TopicRecord>> {
                 let row = sqlx::query("SELECT tenant, id, url, version_id, resource, updated_at FROM topics WHERE tenant = $1 AND url = $2")
-                    .bind(tenant).bind(url).fetch_optional(&self.pool).await?;
+                    .bind(tenant).bind(url).fetch_optional(&self.reader).await?;
                 row.as_ref().map(Self::topic).transpose()
             }
 
             async fn list_topics(&self, tenant: &str) -> StoreResult<Vec<TopicRecord>> {
                 let rows = sqlx::query("SELECT tenant, id, url, version_id, resource, updated_at FROM topics WHERE tenant = $1 ORDER BY url")
-                    .bind(tenant).fetch_all(&self.pool).await?;
+                    .bind(tenant).fetch_all(&self.reader).await?;
                 rows.iter().map(Self::topic).collect()
             }
 
@@ -365,7 +448,7 @@ macro_rules! impl_store {
             async fn get_resource(&self, tenant: &str, resource_type: &str, id: &str) -> StoreResult<Option<StoredResource>> {
                 let row = sqlx::query(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant = $1 AND resource_type = $2 AND id = $3"))
                     .bind(tenant).bind(resource_type).bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.reader)
                     .await?;
                 row.as_ref().map(Self::stored_resource).transpose()
             }
@@ -377,7 +460,7 @@ macro_rules! impl_store {
                      ORDER BY id LIMIT $4"
                 ))
                 .bind(tenant).bind(resource_type).bind(like_pattern(text)).bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter().map(Self::stored_resource).collect()
             }
@@ -423,7 +506,7 @@ macro_rules! impl_store {
             async fn pending_events(&self, limit: i64) -> StoreResult<Vec<StoredResource>> {
                 let rows = sqlx::query(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE pending_event IS NOT NULL ORDER BY updated_at LIMIT $1"))
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?;
                 rows.iter().map(Self::stored_resource).collect()
             }
@@ -446,7 +529,7 @@ macro_rules! impl_store {
                      ORDER BY n.event_number LIMIT $5",
                 )
                 .bind(tenant).bind(subscription_id).bind(from).bind(to).bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter()
                     .map(|row| {
@@ -485,7 +568,9 @@ macro_rules! impl_store {
                      ORDER BY COALESCE(next_attempt_at, 0), tenant, id LIMIT $3) \
                      RETURNING {SUBSCRIPTION_COLUMNS}"
                 );
-                let rows = sqlx::query(&sql).bind(lease_until_ms).bind(now_ms).bind(limit).fetch_all(&self.pool).await?;
+                let rows = self.bookkeeping(Box::new(move |conn| Box::pin(async move {
+                    sqlx::query(&sql).bind(lease_until_ms).bind(now_ms).bind(limit).fetch_all(&mut *conn).await
+                }))).await?;
                 rows.iter().map(Self::subscription).collect()
             }
 
@@ -523,20 +608,26 @@ macro_rules! impl_store {
             }
 
             async fn advance_delivery(&self, key: &SubscriptionKey, from: i64, through: i64, now_ms: i64) -> StoreResult<bool> {
-                let done = sqlx::query(
-                    "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, error = NULL, \
-                     status = CASE WHEN status = 'error' THEN 'active' ELSE status END \
-                     WHERE tenant = $3 AND id = $4 AND delivered_through = $5",
-                )
-                .bind(through).bind(now_ms).bind(&key.tenant).bind(&key.id).bind(from)
-                .execute(&self.pool)
-                .await?;
+                let (tenant, id) = (key.tenant.clone(), key.id.clone());
+                let done = self.bookkeeping(Box::new(move |conn| Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, error = NULL, \
+                         status = CASE WHEN status = 'error' THEN 'active' ELSE status END \
+                         WHERE tenant = $3 AND id = $4 AND delivered_through = $5",
+                    )
+                    .bind(through).bind(now_ms).bind(tenant).bind(id).bind(from)
+                    .execute(&mut *conn)
+                    .await
+                }))).await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()> {
-                sqlx::query("UPDATE subscriptions SET next_attempt_at = NULL WHERE tenant = $1 AND id = $2")
-                    .bind(&key.tenant).bind(&key.id).execute(&self.pool).await?;
+                let (tenant, id) = (key.tenant.clone(), key.id.clone());
+                self.bookkeeping(Box::new(move |conn| Box::pin(async move {
+                    sqlx::query("UPDATE subscriptions SET next_attempt_at = NULL WHERE tenant = $1 AND id = $2")
+                        .bind(tenant).bind(id).execute(&mut *conn).await
+                }))).await?;
                 Ok(())
             }
 
@@ -605,7 +696,7 @@ macro_rules! impl_store {
 
             async fn count_subscriptions_by_owner(&self, tenant: &str, client_id: &str) -> StoreResult<i64> {
                 let row = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions WHERE tenant = $1 AND owner_client = $2")
-                    .bind(tenant).bind(client_id).fetch_one(&self.pool).await?;
+                    .bind(tenant).bind(client_id).fetch_one(&self.reader).await?;
                 Ok(row.try_get("n")?)
             }
 
@@ -632,7 +723,7 @@ macro_rules! impl_store {
                      ((kind = 'client' AND value = $2) OR (kind = 'token' AND value = $3))",
                 )
                 .bind(tenant).bind(client_id).bind(token_id)
-                .fetch_one(&self.pool).await?;
+                .fetch_one(&self.reader).await?;
                 let n: i64 = row.try_get("n")?;
                 Ok(n > 0)
             }
@@ -693,13 +784,13 @@ macro_rules! impl_store {
                 for t in texts {
                     q = q.bind(t);
                 }
-                let rows = q.fetch_all(&self.pool).await?;
+                let rows = q.fetch_all(&self.reader).await?;
                 rows.iter().map(Self::audit).collect()
             }
 
             async fn get_audit(&self, tenant: &str, id: &str) -> StoreResult<Option<AuditRecord>> {
                 let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant = $1 AND id = $2");
-                let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(&self.reader).await?;
                 row.as_ref().map(Self::audit).transpose()
             }
         }

@@ -68,7 +68,7 @@ macro_rules! impl_batch {
                             list.push_bind(*id);
                         }
                         list.push_unseparated(")");
-                        for row in q.build().fetch_all(&self.pool).await? {
+                        for row in q.build().fetch_all(&self.reader).await? {
                             found.push(Self::stored_resource(&row)?);
                         }
                     }
