@@ -159,10 +159,7 @@ impl RestHookWorker {
             }
             let now = now_ms();
             let lease_until = now + self.inner.config.claim_lease.as_millis() as i64;
-            let tc = std::time::Instant::now();
-            let claimed = self.inner.store.claim_due(now, lease_until, 512).await;
-            prof::add(5, tc.elapsed());
-            match claimed {
+            match self.inner.store.claim_due(now, lease_until, 512).await {
                 Ok(due) => {
                     if !due.is_empty() {
                         tracing::debug!(claimed = due.len(), "claimed subscriptions with due work");
@@ -366,7 +363,6 @@ impl RestHookWorker {
         };
         let mut through = record.delivered_through;
         for page in 0..MAX_PAGES {
-            let tn = std::time::Instant::now();
             let pending = store
                 .notifications(
                     &record.key.tenant,
@@ -376,7 +372,6 @@ impl RestHookWorker {
                     page_size,
                 )
                 .await?;
-            prof::add(4, tn.elapsed());
             let Some(page_last) = pending.last().map(|n| n.event_number) else {
                 if page == 0 && record.events_since_start > through {
                     // Numbers are gap-free, so an empty first read means the log was pruned.
@@ -400,12 +395,10 @@ impl RestHookWorker {
             // What this page delivered (or withheld) is recorded before anything else: a
             // client's rewind ($resend, reset) meanwhile makes the compare-and-set fail, and
             // delivery starts over from there with the next claim.
-            let ta = std::time::Instant::now();
             let moved = sent_through > through
                 && store
                     .advance_delivery(&record.key, through, sent_through, now_ms())
                     .await?;
-            prof::add(3, ta.elapsed());
             if let Some(Attempt::Failed {
                 error,
                 retry_after,
@@ -466,7 +459,6 @@ impl RestHookWorker {
         let batch = self.events_per_request(spec);
         // The page's additional context is resolved at once: one read for all the
         // resources its events include, rather than reads per request.
-        let tx0 = std::time::Instant::now();
         let mut contexts = if spec.delivers_bundles() {
             let scope = ContextScope::of(record, spec);
             context_plan
@@ -476,7 +468,6 @@ impl RestHookWorker {
             Vec::new()
         }
         .into_iter();
-        prof::add(0, tx0.elapsed());
         let mut page = page.into_iter().peekable();
         while page.peek().is_some() {
             if tokio::time::Instant::now() >= hold_until {
@@ -524,13 +515,9 @@ impl RestHookWorker {
                 classic_request(spec, &sendable[0])
             };
             let first = sendable[0].event_number;
-            let t1 = std::time::Instant::now();
             let attempt = self.send(spec, request).await;
-            let t2 = std::time::Instant::now();
             self.audit_attempt(record, &format!("events {first}..{last}"), &attempt)
                 .await;
-            let t3 = std::time::Instant::now();
-            prof::add(1, t2 - t1); prof::add(2, t3 - t2);
             if let Attempt::Failed { .. } = attempt {
                 return Ok(PageSent {
                     through,
@@ -770,18 +757,4 @@ fn without_url(e: &reqwest::Error) -> String {
         return "connection refused or unreachable".into();
     }
     text
-}
-
-pub mod prof {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static T: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
-    static N: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
-    pub fn add(i: usize, d: std::time::Duration) {
-        T[i].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        let n = N[i].fetch_add(1, Ordering::Relaxed) + 1;
-        if i == 1 && n % 500 == 0 {
-            let avg = |k: usize| format!("{:.0}us/{}", T[k].load(Ordering::Relaxed) as f64 / N[k].load(Ordering::Relaxed).max(1) as f64, N[k].load(Ordering::Relaxed));
-            eprintln!("PROF context {} send {} audit {} advance {} notif {} claim {} | m.read+match {} m.commit {} m.ack {} ingest {}", avg(0), avg(1), avg(2), avg(3), avg(4), avg(5), avg(6), avg(7), avg(8), avg(9));
-        }
-    }
 }
