@@ -2,6 +2,7 @@
 //! JetStream one. One consumer (the in-process matcher) reads it in order; unacked messages
 //! come back after a restart; `nak`ed ones come back after their delay.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -159,18 +160,54 @@ impl ChangeEventBus for EmbeddedBus {
         .await
     }
 
-    /// One transaction for the whole batch: one durable commit instead of one per event.
+    /// One transaction for the whole batch: one durable commit instead of one per event,
+    /// and one multi-row statement per few hundred events instead of a statement each.
+    /// Sequences follow the order of `events`; an event whose message id is already on the
+    /// bus (or earlier in `events`) is a duplicate.
     async fn publish_batch(&self, events: &[ChangeEvent]) -> BusResult<Vec<Published>> {
-        let mut tx = self.inner.pool.begin().await?;
-        let mut published = Vec::with_capacity(events.len());
+        /// Rows per INSERT: 4 parameters each, well inside SQLite's 32,766.
+        const ROWS_PER_INSERT: usize = 500;
+        let mut rows = Vec::with_capacity(events.len());
         for event in events {
-            let payload = serde_json::to_vec(event)?;
-            let subject = event.subject(&self.inner.subject_prefix);
-            published.push(insert(&mut tx, &subject, Some(&crate::msg_id(event)), &payload).await?);
+            rows.push((
+                crate::msg_id(event),
+                event.subject(&self.inner.subject_prefix),
+                serde_json::to_vec(event)?,
+            ));
+        }
+        let now = now_ms();
+        let mut sequences: HashMap<String, u64> = HashMap::with_capacity(rows.len());
+        let mut tx = self.inner.pool.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO bus_messages (msg_id, subject, payload, published_at) ",
+            );
+            q.push_values(chunk, |mut row, (msg_id, subject, payload)| {
+                row.push_bind(msg_id)
+                    .push_bind(subject)
+                    .push_bind(payload.as_slice())
+                    .push_bind(now);
+            });
+            q.push(" ON CONFLICT (msg_id) DO NOTHING RETURNING seq, msg_id");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                sequences.insert(row.try_get("msg_id")?, row.try_get::<i64, _>("seq")? as u64);
+            }
         }
         tx.commit().await?;
         self.wake_consumer();
-        Ok(published)
+        Ok(rows
+            .iter()
+            .map(|(msg_id, _, _)| match sequences.remove(msg_id) {
+                Some(sequence) => Published {
+                    duplicate: false,
+                    sequence,
+                },
+                None => Published {
+                    duplicate: true,
+                    sequence: 0,
+                },
+            })
+            .collect())
     }
 
     async fn consumer(&self) -> BusResult<Box<dyn ChangeEventConsumer>> {

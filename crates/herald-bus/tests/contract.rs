@@ -63,6 +63,59 @@ async fn contract(bus: &dyn ChangeEventBus) {
     );
 }
 
+/// A batch publishes in order; an event already on the bus, or earlier in the same batch,
+/// is a duplicate. Run on a fresh bus.
+async fn batch_contract(bus: &dyn ChangeEventBus) {
+    bus.publish(&event("x1")).await.expect("publish");
+    let batch = [
+        event("x2"),
+        event("x1"),
+        event("x3"),
+        event("x2"),
+        event("x4"),
+    ];
+    let published = bus.publish_batch(&batch).await.expect("publish batch");
+    let duplicates: Vec<bool> = published.iter().map(|p| p.duplicate).collect();
+    assert_eq!(duplicates, [false, true, false, true, false]);
+    let mut consumer = bus.consumer().await.expect("consumer");
+    let mut order = Vec::new();
+    while let Some((id, message)) = next_event_id(&mut consumer).await {
+        message.ack().await.expect("ack");
+        order.push(id);
+        if order.len() == 4 {
+            break;
+        }
+    }
+    assert_eq!(order, ["x1", "x2", "x3", "x4"], "bus order is batch order");
+}
+
+#[tokio::test]
+async fn embedded_bus_publishes_batches_in_order_without_duplicates() {
+    let dir = std::env::temp_dir().join(format!("herald-bus-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bus = EmbeddedBus::open(&dir.join("bus.sqlite"))
+        .await
+        .expect("open");
+    batch_contract(&bus).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn jetstream_bus_publishes_batches_in_order_without_duplicates() {
+    let url =
+        std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = JetStreamConfig::new(url);
+    config.stream = format!("HERALD_TEST_{tag}");
+    config.subject_prefix = format!("test.{tag}.changes");
+    config.dead_letter_subject = format!("test.{tag}.deadletter");
+    config.control_subject = format!("test.{tag}.control");
+    let bus = JetStreamBus::connect(config)
+        .await
+        .expect("NATS with JetStream must be running (see README)");
+    batch_contract(&bus).await;
+}
+
 #[tokio::test]
 async fn embedded_bus_keeps_the_contract_and_survives_reopen() {
     let dir = std::env::temp_dir().join(format!("herald-bus-{}", uuid::Uuid::new_v4()));

@@ -335,7 +335,8 @@ impl RestHookWorker {
     /// the claim back (other subscriptions get their turn; the rest follows in the next
     /// claim). It reads a page of notifications at a time, sends it as requests of at most
     /// `maxCount` events, one after another, and records progress once per page with the
-    /// `advance_delivery` compare-and-set before reading the next page.
+    /// `advance_delivery` compare-and-set before reading the next page (`finish_delivery`,
+    /// which also ends the claim, after the last).
     ///
     /// Recording progress per page instead of per request saves a durable commit per
     /// request; the price is that after a crash up to a page of notifications is sent
@@ -372,6 +373,10 @@ impl RestHookWorker {
                     page_size,
                 )
                 .await?;
+            // A page shorter than asked for held everything there was: once it is sent,
+            // progress and the end of the claim are one write, with no read to find nothing.
+            // Events recorded meanwhile wake the worker, which claims the subscription again.
+            let whole_backlog = (pending.len() as i64) < page_size;
             let Some(page_last) = pending.last().map(|n| n.event_number) else {
                 if page == 0 && record.events_since_start > through {
                     // Numbers are gap-free, so an empty first read means the log was pruned.
@@ -395,10 +400,17 @@ impl RestHookWorker {
             // What this page delivered (or withheld) is recorded before anything else: a
             // client's rewind ($resend, reset) meanwhile makes the compare-and-set fail, and
             // delivery starts over from there with the next claim.
+            let finishing = whole_backlog && sent.failure.is_none() && sent_through == page_last;
             let moved = sent_through > through
-                && store
-                    .advance_delivery(&record.key, through, sent_through, now_ms())
-                    .await?;
+                && if finishing {
+                    store
+                        .finish_delivery(&record.key, through, sent_through, now_ms())
+                        .await?
+                } else {
+                    store
+                        .advance_delivery(&record.key, through, sent_through, now_ms())
+                        .await?
+                };
             if let Some(Attempt::Failed {
                 error,
                 retry_after,
@@ -423,6 +435,9 @@ impl RestHookWorker {
                 // The store turned `error` back to `active` with this progress.
                 self.audit_status(record, "active: delivery succeeded again")
                     .await;
+            }
+            if finishing {
+                return Ok(());
             }
             through = sent_through;
             if through < page_last || tokio::time::Instant::now() >= started + MAX_HOLD {

@@ -195,6 +195,16 @@ pub trait Store: Send + Sync + 'static {
         through: i64,
         now_ms: i64,
     ) -> StoreResult<bool>;
+    /// [`advance_delivery`](Store::advance_delivery) and the end of the claim in one write,
+    /// for a delivery that sent everything it found. Returns whether progress moved; if it
+    /// did not (a client's rewind won), the claim is still held.
+    async fn finish_delivery(
+        &self,
+        key: &SubscriptionKey,
+        from: i64,
+        through: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
     /// Ends a claim without an outcome (nothing turned out to be due).
     async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()>;
     /// Ends every claim. Only for a single instance at start (the embedded mode).

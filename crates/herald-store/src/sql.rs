@@ -139,7 +139,9 @@ impl SqliteStore {
         });
         match task.await {
             Ok(result) => result.map_err(convert),
-            Err(e) => Err(StoreError::Corrupt(format!("bookkeeping write aborted: {e}"))),
+            Err(e) => Err(StoreError::Corrupt(format!(
+                "bookkeeping write aborted: {e}"
+            ))),
         }
     }
 }
@@ -613,6 +615,21 @@ macro_rules! impl_store {
                     sqlx::query(
                         "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, error = NULL, \
                          status = CASE WHEN status = 'error' THEN 'active' ELSE status END \
+                         WHERE tenant = $3 AND id = $4 AND delivered_through = $5",
+                    )
+                    .bind(through).bind(now_ms).bind(tenant).bind(id).bind(from)
+                    .execute(&mut *conn)
+                    .await
+                }))).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn finish_delivery(&self, key: &SubscriptionKey, from: i64, through: i64, now_ms: i64) -> StoreResult<bool> {
+                let (tenant, id) = (key.tenant.clone(), key.id.clone());
+                let done = self.bookkeeping(Box::new(move |conn| Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, error = NULL, \
+                         status = CASE WHEN status = 'error' THEN 'active' ELSE status END, next_attempt_at = NULL \
                          WHERE tenant = $3 AND id = $4 AND delivered_through = $5",
                     )
                     .bind(through).bind(now_ms).bind(tenant).bind(id).bind(from)

@@ -268,6 +268,45 @@ async fn conformance(store: &dyn Store) {
         1,
         "released"
     );
+    // Finishing a delivery records progress and ends the claim in one write; a stale
+    // finish (a rewind won) changes nothing and keeps the claim.
+    assert!(!store
+        .finish_delivery(&s1, 0, 3, 8_150)
+        .await
+        .expect("stale finish"));
+    assert!(
+        store
+            .claim_due(8_150, 9_000, 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "still claimed after a stale finish"
+    );
+    let before = store
+        .get_subscription("t1", "s1")
+        .await
+        .expect("get")
+        .expect("s1")
+        .delivered_through;
+    assert!(store
+        .finish_delivery(&s1, before, 3, 8_160)
+        .await
+        .expect("finish"));
+    let finished = store
+        .get_subscription("t1", "s1")
+        .await
+        .expect("get")
+        .expect("s1");
+    assert_eq!(finished.delivered_through, 3);
+    assert_eq!(finished.next_attempt_at, None, "claim ended");
+    assert!(
+        store
+            .claim_due(8_170, 9_000, 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "nothing left to deliver"
+    );
     store.release_all_claims().await.expect("release all");
     store
         .mark_delivered(&s1, 3, 8_200)
