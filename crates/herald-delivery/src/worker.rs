@@ -483,6 +483,9 @@ impl RestHookWorker {
             Vec::new()
         }
         .into_iter();
+        // The record as each bundle's status reports it (its event count at least the
+        // bundle's last event); copied once per page, not per request.
+        let mut current = record.clone();
         let mut page = page.into_iter().peekable();
         while page.peek().is_some() {
             if tokio::time::Instant::now() >= hold_until {
@@ -515,7 +518,6 @@ impl RestHookWorker {
                 through = last;
                 continue;
             }
-            let mut current = record.clone();
             current.events_since_start = current.events_since_start.max(last);
             let request = if spec.delivers_bundles() {
                 bundle_request_with_context(

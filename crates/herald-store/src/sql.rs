@@ -749,17 +749,21 @@ macro_rules! impl_store {
                 if records.is_empty() {
                     return Ok(());
                 }
+                // Multi-row inserts: one statement per 100 records (10 parameters each)
+                // instead of one each, since every delivery attempt writes a record.
                 let mut tx = self.pool.begin().await?;
-                for r in records {
-                    sqlx::query(
+                for chunk in records.chunks(100) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_events (tenant, id, recorded_at, kind, action, outcome, agent_client, \
-                         agent_subject, entity, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                         ON CONFLICT (tenant, id) DO NOTHING",
-                    )
-                    .bind(&r.tenant).bind(&r.id).bind(r.recorded_at).bind(&r.kind).bind(&r.action)
-                    .bind(&r.outcome).bind(&r.agent_client).bind(&r.agent_subject).bind(&r.entity)
-                    .bind(&r.detail)
-                    .execute(&mut *tx).await?;
+                         agent_subject, entity, detail) ",
+                    );
+                    q.push_values(chunk, |mut row, r| {
+                        row.push_bind(&r.tenant).push_bind(&r.id).push_bind(r.recorded_at).push_bind(&r.kind)
+                            .push_bind(&r.action).push_bind(&r.outcome).push_bind(&r.agent_client)
+                            .push_bind(&r.agent_subject).push_bind(&r.entity).push_bind(&r.detail);
+                    });
+                    q.push(" ON CONFLICT (tenant, id) DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

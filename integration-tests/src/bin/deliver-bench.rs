@@ -94,31 +94,57 @@ impl BenchReceiver {
     }
 }
 
+/// What the receiver reads of a notification bundle; serde skips the rest unparsed.
+#[derive(serde::Deserialize)]
+struct NotificationBundle {
+    #[serde(default)]
+    entry: Vec<Entry>,
+}
+
+#[derive(serde::Deserialize)]
+struct Entry {
+    #[serde(rename = "fullUrl")]
+    full_url: Option<String>,
+    #[serde(default)]
+    resource: StatusResource,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct StatusResource {
+    #[serde(default)]
+    parameter: Vec<Parameter>,
+}
+
+#[derive(serde::Deserialize)]
+struct Parameter {
+    name: String,
+    #[serde(rename = "valueCode")]
+    value_code: Option<String>,
+}
+
 async fn receive(
     axum::extract::State(state): axum::extract::State<Arc<BenchState>>,
     body: axum::body::Bytes,
 ) -> axum::http::StatusCode {
     let at = Instant::now();
-    let bundle: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let is_event = bundle
-        .pointer("/entry/0/resource/parameter")
-        .and_then(Value::as_array)
-        .is_some_and(|params| {
-            params
-                .iter()
-                .any(|p| p["name"] == "type" && p["valueCode"] == "event-notification")
-        });
+    let bundle: NotificationBundle = match serde_json::from_slice(&body) {
+        Ok(bundle) => bundle,
+        Err(_) => return axum::http::StatusCode::BAD_REQUEST,
+    };
+    let is_event = bundle.entry.first().is_some_and(|status| {
+        status
+            .resource
+            .parameter
+            .iter()
+            .any(|p| p.name == "type" && p.value_code.as_deref() == Some("event-notification"))
+    });
     if is_event {
-        let focus: Vec<usize> = bundle["entry"]
-            .as_array()
-            .map(|entries| {
-                entries
-                    .iter()
-                    .skip(1)
-                    .filter_map(|e| e["fullUrl"].as_str()?.rsplit('-').next()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let focus: Vec<usize> = bundle
+            .entry
+            .iter()
+            .skip(1)
+            .filter_map(|e| e.full_url.as_deref()?.rsplit('-').next()?.parse().ok())
+            .collect();
         let n = focus.len();
         if let Ok(mut arrivals) = state.arrivals.lock() {
             arrivals.push((at, focus));
