@@ -69,6 +69,10 @@ pub async fn test_settings(mode: TestMode) -> Settings {
         ..Settings::default()
     };
     settings.delivery.poll_interval_ms = 100;
+    // One event per request, so tests can count requests whatever the timing; bundling of
+    // a backlog (Herald's default, 20 per bundle) has its own test
+    // (`delivery::a_backlog_is_bundled_and_a_lone_event_goes_alone`).
+    settings.delivery.default_max_count = 1;
     if mode == TestMode::Production {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         settings.nats_url = Some(nats_url());

@@ -13,7 +13,7 @@ use herald_store::{
     DeliveryFailure, DeliveryState, NotificationRecord, Store, StoreError, SubscriptionKey,
     SubscriptionRecord,
 };
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,10 @@ pub struct DeliveryConfig {
     pub error_after_failures: u32,
     /// How often to look for due work when nothing wakes the worker.
     pub poll_interval: Duration,
-    /// Events per bundle when the subscription sets no `maxCount`.
+    /// Events per bundle when the subscription sets no `maxCount` (the Backport IG leaves
+    /// the number to the server then). A bundle never waits to fill: a lone event goes out
+    /// alone, and only a backlog (a burst, a recovering endpoint) is bundled. A subscriber
+    /// that wants one event per request sets `maxCount` 1.
     pub default_max_count: u32,
     /// Which endpoints may be reached; checked again on every connection (DNS rebinding).
     pub endpoint_policy: std::sync::Arc<herald_security::endpoint::EndpointPolicy>,
@@ -59,7 +62,7 @@ impl Default for DeliveryConfig {
             max_concurrency: 64,
             error_after_failures: 3,
             poll_interval: Duration::from_millis(500),
-            default_max_count: 1,
+            default_max_count: 20,
             claim_lease: Duration::from_secs(150),
             endpoint_policy: std::sync::Arc::new(
                 herald_security::endpoint::EndpointPolicy::production(),
@@ -182,12 +185,21 @@ impl RestHookWorker {
                             }
                             continue;
                         }
-                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                            break;
+                        // A record is as fresh as its claim unless this loop had to wait for
+                        // a permit after claiming it.
+                        let (permit, waited) = match Arc::clone(&permits).try_acquire_owned() {
+                            Ok(permit) => (permit, false),
+                            Err(TryAcquireError::NoPermits) => {
+                                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                                    break;
+                                };
+                                (permit, true)
+                            }
+                            Err(TryAcquireError::Closed) => break,
                         };
                         let worker = self.clone();
                         tasks.spawn(async move {
-                            worker.deliver(record).await;
+                            worker.deliver(record, waited).await;
                             if let Ok(mut set) = worker.inner.in_flight.lock() {
                                 set.remove(&key);
                             }
@@ -213,22 +225,28 @@ impl RestHookWorker {
         }
     }
 
-    /// Delivers whatever is due for one subscription. The record is re-read after the
-    /// subscription was claimed: the due list may be stale by then (a task that just
-    /// finished may have delivered what it lists), and acting on it would resend.
-    async fn deliver(&self, listed: SubscriptionRecord) {
-        let record = match self
-            .inner
-            .store
-            .get_subscription(&listed.key.tenant, &listed.key.id)
-            .await
-        {
-            Ok(Some(record)) => record,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(id = %listed.key.id, error = %e, "could not re-read subscription");
-                return;
+    /// Delivers whatever is due for one subscription. `listed` is the row as the claim
+    /// returned it, current at that instant: the claim itself is the compare-and-set that
+    /// only succeeds once an earlier claimer has written its last outcome. If the worker
+    /// then had to wait for a permit (`stale`), the row is read again: meanwhile a client
+    /// may have changed it, and acting on the old row could resend.
+    async fn deliver(&self, listed: SubscriptionRecord, stale: bool) {
+        let record = if stale {
+            match self
+                .inner
+                .store
+                .get_subscription(&listed.key.tenant, &listed.key.id)
+                .await
+            {
+                Ok(Some(record)) => record,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(id = %listed.key.id, error = %e, "could not re-read subscription");
+                    return;
+                }
             }
+        } else {
+            listed
         };
         let spec = match SubscriptionSpec::from_resource(&record.resource) {
             Ok(spec) => spec,

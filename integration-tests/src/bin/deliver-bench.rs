@@ -7,8 +7,9 @@
 //! `cargo run --release -p herald-integration-tests --bin deliver-bench -- [events] [subscriptions] [rate] [max-count]`
 //!
 //! `max-count` is the hub's `delivery.default_max_count` (events per bundle when the
-//! subscription sets none; default 1, as Herald's default): with more than 1, a backlog
-//! goes out as fewer, larger bundles. Notifications are counted per event, not per bundle.
+//! subscription sets none; Herald's default, 20, when not given): with more than 1, a
+//! backlog goes out as fewer, larger bundles; 1 sends one request per event, as a
+//! subscription with `maxCount` 1 gets. Notifications are counted per event, not per bundle.
 
 /// The allocator the `herald` binary uses, so the hub in this process runs as it does there.
 #[global_allocator]
@@ -155,11 +156,13 @@ async fn receive(
     axum::http::StatusCode::OK
 }
 
-async fn hub(mode: TestMode, max_count: u32) -> TestHub {
+async fn hub(mode: TestMode, max_count: Option<u32>) -> TestHub {
     let mut settings = test_settings(mode).await;
     settings.delivery.poll_interval_ms = 50;
     settings.delivery.max_concurrency = 64;
-    settings.delivery.default_max_count = max_count;
+    if let Some(max_count) = max_count {
+        settings.delivery.default_max_count = max_count;
+    }
     TestHub::start_with(settings).await
 }
 
@@ -195,7 +198,7 @@ async fn throughput(
     mode: TestMode,
     events: usize,
     subscriptions: usize,
-    max_count: u32,
+    max_count: Option<u32>,
 ) -> (usize, Duration) {
     let hub = hub(mode, max_count).await;
     let (receiver, url) = BenchReceiver::start().await;
@@ -213,7 +216,12 @@ async fn throughput(
     (got, elapsed)
 }
 
-async fn latency(mode: TestMode, events: usize, rate: usize, max_count: u32) -> Vec<Duration> {
+async fn latency(
+    mode: TestMode,
+    events: usize,
+    rate: usize,
+    max_count: Option<u32>,
+) -> Vec<Duration> {
     let hub = hub(mode, max_count).await;
     let (receiver, url) = BenchReceiver::start().await;
     subscribe(&hub, &url, 1).await;
@@ -277,9 +285,11 @@ async fn main() {
     let max_count = args
         .get(3)
         .and_then(|n| u32::try_from(*n).ok())
-        .unwrap_or(1)
-        .max(1);
-    println!("events per bundle at most (delivery.default_max_count): {max_count}");
+        .map(|n| n.max(1));
+    println!(
+        "events per bundle at most (delivery.default_max_count): {}",
+        max_count.unwrap_or(herald_delivery::DeliveryConfig::default().default_max_count)
+    );
     for (name, mode) in [
         ("embedded", TestMode::Embedded),
         ("nats+postgres", TestMode::Production),

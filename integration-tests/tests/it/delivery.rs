@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use herald_integration_tests::fhir::{lab_observation, topic_subscription, LAB_TOPIC};
 use herald_integration_tests::{test_settings, Receiver, TestHub, TestMode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn is_event(r: &herald_integration_tests::Received) -> bool {
     r.notification_type().as_deref() == Some("event-notification")
@@ -77,14 +77,14 @@ async fn an_endpoint_returning_503_receives_everything_in_order_once_it_recovers
     receiver.respond_with(200);
     hub.wait_for_status(&id, "active").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let delivered: Vec<i64> = loop {
-        let seen: Vec<i64> = receiver
+    let bundles: Vec<Vec<i64>> = loop {
+        let seen: Vec<Vec<i64>> = receiver
             .at("/r")
             .into_iter()
             .filter(is_event)
-            .flat_map(|r| r.event_numbers())
+            .map(|r| r.event_numbers())
             .collect();
-        if seen.contains(&5) {
+        if seen.iter().flatten().any(|&n| n == 5) {
             break seen;
         }
         assert!(
@@ -93,14 +93,23 @@ async fn an_endpoint_returning_503_receives_everything_in_order_once_it_recovers
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Attempts repeat the head-of-line event until it succeeds, so the sequence of numbers
-    // seen is non-decreasing and ends with every number 1..5.
+    // Attempts repeat from the head-of-line event until it succeeds (a retry may carry
+    // more events than the failed attempt, as the backlog is bundled): every bundle is in
+    // order, each starts at or after where the one before started, and together they hold
+    // every number 1..5.
     assert!(
-        delivered.windows(2).all(|w| w[0] <= w[1]),
-        "in order: {delivered:?}"
+        bundles
+            .iter()
+            .all(|b| !b.is_empty() && b.windows(2).all(|w| w[0] < w[1])),
+        "each bundle in order: {bundles:?}"
     );
-    let unique: Vec<i64> = delivered
+    assert!(
+        bundles.windows(2).all(|w| w[0][0] <= w[1][0]),
+        "in order: {bundles:?}"
+    );
+    let unique: Vec<i64> = bundles
         .iter()
+        .flatten()
         .copied()
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -369,9 +378,22 @@ async fn resend_delivers_a_range_again_in_order() {
         .post(&format!("/Subscription/{id}/$resend"), &parameters)
         .await;
     assert_eq!(status, 200, "{outcome}");
-    let all = receiver.wait_for("/again", 5, is_event).await;
-    let numbers: Vec<Vec<i64>> = all.iter().map(|r| r.event_numbers()).collect();
-    assert_eq!(numbers, vec![vec![1], vec![2], vec![3], vec![2], vec![3]]);
+    // The range may come back as one bundle or several (a backlog is bundled); in order
+    // either way, after the first delivery.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let numbers: Vec<i64> = loop {
+        let numbers: Vec<i64> = receiver
+            .at("/again")
+            .iter()
+            .filter(|r| is_event(r))
+            .flat_map(|r| r.event_numbers())
+            .collect();
+        if numbers.len() >= 5 || std::time::Instant::now() >= deadline {
+            break numbers;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(numbers, vec![1, 2, 3, 2, 3]);
     let bad = json!({"resourceType": "Parameters", "parameter": [{"name": "eventsSinceInstant", "valueInstant": "2026-01-01T00:00:00Z"}]});
     let (status, _) = hub.post(&format!("/Subscription/{id}/$resend"), &bad).await;
     assert_eq!(
@@ -471,5 +493,94 @@ async fn websocket_subscription_end_to_end() {
         }
     }
     assert_eq!(types.first().map(String::as_str), Some("handshake"));
+    hub.stop().await;
+}
+
+/// Herald's default for a subscription without `maxCount`: a backlog goes out in bundles of
+/// up to 20 events, in order; a lone event is sent at once, alone (no bundle waits to
+/// fill). A subscription with `maxCount` 1 gets one request per event from the same
+/// backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_bundled_and_a_lone_event_goes_alone() {
+    let mut settings = test_settings(TestMode::Embedded).await;
+    settings.delivery.default_max_count = herald::Settings::default().delivery.default_max_count;
+    assert_eq!(settings.delivery.default_max_count, 20, "Herald's default");
+    let hub = TestHub::start_with(settings).await;
+    let receiver = Receiver::start().await;
+    let mut ids = Vec::new();
+    for (path, max_count) in [("/default", None), ("/one", Some(1))] {
+        let mut subscription = topic_subscription(LAB_TOPIC, &[], &receiver.url(path), "id-only");
+        if let Some(n) = max_count {
+            subscription["channel"]["extension"] = json!([{"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-max-count", "valuePositiveInt": n}]);
+        }
+        let (status, created) = hub.post("/Subscription", &subscription).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().expect("id").to_owned();
+        hub.wait_for_status(&id, "active").await;
+        ids.push(id);
+    }
+    let ingest = |events: Vec<Value>| {
+        let http = hub.http.clone();
+        let url = format!("http://{}/ingest/change-events", hub.herald.local_addr);
+        async move {
+            let response = http.post(url).json(&events).send().await.expect("ingest");
+            assert_eq!(response.status(), 202);
+        }
+    };
+    let event = |i: usize| {
+        let mut resource = lab_observation("backlog", "final");
+        resource["id"] = json!(format!("b{i}"));
+        json!({
+            "event_id": format!("backlog-{i}"), "tenant": "default", "action": "create",
+            "resource_type": "Observation", "resource_id": format!("b{i}"), "version": "1",
+            "time": "2026-11-25T09:00:00Z", "source": "lab-engine", "resource": resource
+        })
+    };
+    // 45 events in one request are matched and recorded together: a backlog at once.
+    ingest((1..=45).map(event).collect()).await;
+    let bundles = |path: &str| -> Vec<Vec<i64>> {
+        receiver
+            .at(path)
+            .iter()
+            .filter(|r| is_event(r))
+            .map(|r| r.event_numbers())
+            .collect()
+    };
+    let wait_for_events = |path: &'static str, count: usize| {
+        let bundles = &bundles;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let seen = bundles(path);
+                if seen.iter().map(Vec::len).sum::<usize>() >= count {
+                    return seen;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{path}: only {seen:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let backlog = wait_for_events("/default", 45).await;
+    assert_eq!(
+        backlog.iter().flatten().copied().collect::<Vec<_>>(),
+        (1..=45).collect::<Vec<i64>>(),
+        "in order, each once: {backlog:?}"
+    );
+    assert!(backlog.iter().all(|b| b.len() <= 20), "{backlog:?}");
+    assert!(
+        backlog.len() < 45,
+        "a backlog is bundled, not sent one by one: {backlog:?}"
+    );
+    let single = wait_for_events("/one", 45).await;
+    assert_eq!(single.len(), 45, "maxCount 1: one request per event");
+    assert!(single.iter().all(|b| b.len() == 1));
+
+    // Once the backlog is gone, a lone event is sent at once and alone.
+    ingest(vec![event(46)]).await;
+    let after = wait_for_events("/default", 46).await;
+    assert_eq!(after.last(), Some(&vec![46]), "{after:?}");
     hub.stop().await;
 }
