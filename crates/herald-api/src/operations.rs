@@ -202,7 +202,7 @@ pub async fn events(
         owner: record.owner.as_ref(),
     };
     let context = additional_context(state.store.as_ref(), &scope, &stored).await?;
-    let events = notification_events(&stored, context);
+    let events = notification_events(&stored, context, content);
     let ctx = StatusContext {
         base_url: &state.base_url,
         subscription_id: &id,

@@ -38,6 +38,13 @@ pub struct OutgoingRequest {
 
 pub fn to_notification_event(n: &NotificationRecord) -> NotificationEvent {
     NotificationEvent {
+        resource: n.event.resource.clone(),
+        ..to_notification_event_without_resource(n)
+    }
+}
+
+fn to_notification_event_without_resource(n: &NotificationRecord) -> NotificationEvent {
+    NotificationEvent {
         event_number: n.event_number,
         timestamp: Utc
             .timestamp_millis_opt(n.event.occurred_at)
@@ -46,23 +53,32 @@ pub fn to_notification_event(n: &NotificationRecord) -> NotificationEvent {
         action: Action::parse(&n.event.action).unwrap_or(Action::Update),
         resource_type: n.event.resource_type.clone(),
         resource_id: n.event.resource_id.clone(),
-        resource: n.event.resource.clone(),
+        resource: None,
         additional_context: Vec::new(),
     }
 }
 
 /// The events of `records`, each with its additional context (as [`additional_context`]
-/// returns it: one list per record, in order; missing lists mean none).
+/// returns it: one list per record, in order; missing lists mean none). The focus
+/// resource is carried only at `full-resource` content, the one level that sends it.
 pub fn notification_events(
     records: &[NotificationRecord],
     context: Vec<Vec<AdditionalContext>>,
+    content: PayloadContent,
 ) -> Vec<NotificationEvent> {
     let mut context = context.into_iter();
     records
         .iter()
-        .map(|n| NotificationEvent {
-            additional_context: context.next().unwrap_or_default(),
-            ..to_notification_event(n)
+        .map(|n| {
+            let mut event = NotificationEvent {
+                additional_context: context.next().unwrap_or_default(),
+                resource: None,
+                ..to_notification_event_without_resource(n)
+            };
+            if content == PayloadContent::FullResource {
+                event.resource = n.event.resource.clone();
+            }
+            event
         })
         .collect()
 }
@@ -103,7 +119,7 @@ pub fn bundle_request_with_context(
         events_since_subscription_start: record.events_since_start,
         error: None,
     };
-    let events = notification_events(events, context);
+    let events = notification_events(events, context, content);
     let label = BundleLabel {
         subscription: record.key.clone(),
         version_id: record.version_id,

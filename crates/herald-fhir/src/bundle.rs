@@ -126,28 +126,36 @@ pub fn status_parameters(
                 parts.push(json!({"name": "additional-context", "valueReference": {"reference": context.url(ctx.base_url)}}));
             }
         }
-        parameters.push(json!({"name": "notification-event", "part": parts}));
+        let mut event = json!({"name": "notification-event"});
+        event["part"] = Value::Array(parts);
+        parameters.push(event);
     }
     if let Some(error) = ctx.error {
         parameters.push(json!({"name": "error", "valueCodeableConcept": {"text": error}}));
     }
     let id = Uuid::new_v4().to_string();
-    json!({
+    // Built values are moved in: `json!` would copy an interpolated `Value` (it serializes
+    // it again), and a notification is built for every request sent.
+    let mut status = json!({
         "resourceType": "Parameters",
         "id": id,
         "meta": {"profile": [PROFILE_STATUS_R4]},
-        "parameter": parameters,
-    })
+    });
+    status["parameter"] = Value::Array(parameters);
+    status
 }
 
 fn status_entry(ctx: &StatusContext<'_>, parameters: Value) -> Value {
     let id = parameters["id"].as_str().unwrap_or_default().to_owned();
-    json!({
-        "fullUrl": format!("urn:uuid:{id}"),
-        "resource": parameters,
-        "request": {"method": "GET", "url": format!("{}/Subscription/{}/$status", ctx.base_url, ctx.subscription_id)},
-        "response": {"status": "200"},
-    })
+    let mut entry = Map::new();
+    entry.insert("fullUrl".into(), json!(format!("urn:uuid:{id}")));
+    entry.insert("resource".into(), parameters);
+    entry.insert(
+        "request".into(),
+        json!({"method": "GET", "url": format!("{}/Subscription/{}/$status", ctx.base_url, ctx.subscription_id)}),
+    );
+    entry.insert("response".into(), json!({"status": "200"}));
+    Value::Object(entry)
 }
 
 fn event_entry(base_url: &str, event: &NotificationEvent, content: PayloadContent) -> Value {
@@ -213,14 +221,15 @@ pub fn notification_bundle(
             }
         }
     }
-    json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "id": Uuid::new_v4().to_string(),
         "meta": {"profile": [PROFILE_NOTIFICATION_R4]},
         "type": "history",
         "timestamp": instant(Utc::now()),
-        "entry": entries,
-    })
+    });
+    bundle["entry"] = Value::Array(entries);
+    bundle
 }
 
 /// A `searchset` of status resources, as `$status` returns.

@@ -97,7 +97,7 @@ impl SubscriptionView {
             events_since_subscription_start: self.events_since_start,
             error: None,
         };
-        let events = notification_events(events, context);
+        let events = notification_events(events, context, self.shape.content);
         let bundle = notification_bundle(&ctx, &events, self.shape.content);
         Utf8Bytes::from(bundle.to_string())
     }
