@@ -89,6 +89,19 @@ async fn batch_contract(bus: &dyn ChangeEventBus) {
     assert_eq!(order, ["x1", "x2", "x3", "x4"], "bus order is batch order");
 }
 
+/// A configuration with its own stream and subjects, on the test NATS server.
+fn jetstream_config() -> JetStreamConfig {
+    let url =
+        std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = JetStreamConfig::new(url);
+    config.stream = format!("HERALD_TEST_{tag}");
+    config.subject_prefix = format!("test.{tag}.changes");
+    config.dead_letter_subject = format!("test.{tag}.deadletter");
+    config.control_subject = format!("test.{tag}.control");
+    config
+}
+
 #[tokio::test]
 async fn embedded_bus_publishes_batches_in_order_without_duplicates() {
     let dir = std::env::temp_dir().join(format!("herald-bus-{}", uuid::Uuid::new_v4()));
@@ -102,14 +115,7 @@ async fn embedded_bus_publishes_batches_in_order_without_duplicates() {
 
 #[tokio::test]
 async fn jetstream_bus_publishes_batches_in_order_without_duplicates() {
-    let url =
-        std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let mut config = JetStreamConfig::new(url);
-    config.stream = format!("HERALD_TEST_{tag}");
-    config.subject_prefix = format!("test.{tag}.changes");
-    config.dead_letter_subject = format!("test.{tag}.deadletter");
-    config.control_subject = format!("test.{tag}.control");
+    let config = jetstream_config();
     let bus = JetStreamBus::connect(config)
         .await
         .expect("NATS with JetStream must be running (see README)");
@@ -147,14 +153,7 @@ async fn embedded_bus_keeps_the_contract_and_survives_reopen() {
 
 #[tokio::test]
 async fn jetstream_bus_keeps_the_contract() {
-    let url =
-        std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let mut config = JetStreamConfig::new(url);
-    config.stream = format!("HERALD_TEST_{tag}");
-    config.subject_prefix = format!("test.{tag}.changes");
-    config.dead_letter_subject = format!("test.{tag}.deadletter");
-    config.control_subject = format!("test.{tag}.control");
+    let config = jetstream_config();
     let bus = JetStreamBus::connect(config.clone())
         .await
         .expect("NATS with JetStream must be running (see README)");

@@ -213,12 +213,37 @@ const SUBSCRIPTION_COLUMNS: &str = "tenant, id, version_id, resource, status, er
 const RESOURCE_COLUMNS: &str =
     "tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event";
 
+/// Delivery progress: `delivered_through` moves from `$5` to `$1` if still `$5`; an
+/// `error` status becomes `active` again.
+const ADVANCE_DELIVERY: &str =
+    "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, \
+     error = NULL, status = CASE WHEN status = 'error' THEN 'active' ELSE status END \
+     WHERE tenant = $3 AND id = $4 AND delivered_through = $5";
+
+/// [`ADVANCE_DELIVERY`] that also ends the claim.
+const FINISH_DELIVERY: &str = "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, \
+     error = NULL, status = CASE WHEN status = 'error' THEN 'active' ELSE status END, next_attempt_at = NULL \
+     WHERE tenant = $3 AND id = $4 AND delivered_through = $5";
+
 const AUDIT_COLUMNS: &str =
     "tenant, id, recorded_at, kind, action, outcome, agent_client, agent_subject, entity, detail";
 
 macro_rules! impl_store {
     ($store:ty, $db:ty, $migrations:literal) => {
         impl $store {
+            /// Progress of a claimed delivery, compare-and-set on `delivered_through`
+            /// (`sql`: [`ADVANCE_DELIVERY`] or [`FINISH_DELIVERY`]).
+            async fn record_progress(&self, key: &SubscriptionKey, from: i64, through: i64, now_ms: i64, sql: &'static str) -> StoreResult<bool> {
+                let (tenant, id) = (key.tenant.clone(), key.id.clone());
+                let done = self.bookkeeping(Box::new(move |conn| Box::pin(async move {
+                    sqlx::query(sql)
+                        .bind(through).bind(now_ms).bind(tenant).bind(id).bind(from)
+                        .execute(&mut *conn)
+                        .await
+                }))).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             fn audit(row: &<$db as sqlx::Database>::Row) -> StoreResult<AuditRecord> {
                 Ok(AuditRecord {
                     tenant: row.try_get("tenant")?,
@@ -610,33 +635,11 @@ macro_rules! impl_store {
             }
 
             async fn advance_delivery(&self, key: &SubscriptionKey, from: i64, through: i64, now_ms: i64) -> StoreResult<bool> {
-                let (tenant, id) = (key.tenant.clone(), key.id.clone());
-                let done = self.bookkeeping(Box::new(move |conn| Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, error = NULL, \
-                         status = CASE WHEN status = 'error' THEN 'active' ELSE status END \
-                         WHERE tenant = $3 AND id = $4 AND delivered_through = $5",
-                    )
-                    .bind(through).bind(now_ms).bind(tenant).bind(id).bind(from)
-                    .execute(&mut *conn)
-                    .await
-                }))).await?;
-                Ok(done.rows_affected() == 1)
+                self.record_progress(key, from, through, now_ms, ADVANCE_DELIVERY).await
             }
 
             async fn finish_delivery(&self, key: &SubscriptionKey, from: i64, through: i64, now_ms: i64) -> StoreResult<bool> {
-                let (tenant, id) = (key.tenant.clone(), key.id.clone());
-                let done = self.bookkeeping(Box::new(move |conn| Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE subscriptions SET delivered_through = $1, attempts = 0, last_sent_at = $2, error = NULL, \
-                         status = CASE WHEN status = 'error' THEN 'active' ELSE status END, next_attempt_at = NULL \
-                         WHERE tenant = $3 AND id = $4 AND delivered_through = $5",
-                    )
-                    .bind(through).bind(now_ms).bind(tenant).bind(id).bind(from)
-                    .execute(&mut *conn)
-                    .await
-                }))).await?;
-                Ok(done.rows_affected() == 1)
+                self.record_progress(key, from, through, now_ms, FINISH_DELIVERY).await
             }
 
             async fn release_claim(&self, key: &SubscriptionKey) -> StoreResult<()> {
