@@ -242,8 +242,8 @@ async fn read_all(
         .collect())
 }
 
-/// The references `shape`'s includes name from `focus`, in order, without repeats or the
-/// focus itself, at most [`MAX_LOOKUPS_PER_EVENT`].
+/// The `Type/id` references `shape`'s includes name from `focus`, in order, without
+/// repeats or the focus itself, at most [`MAX_LOOKUPS_PER_EVENT`].
 fn include_references(
     shape: &NotificationShape,
     focus: &Value,
@@ -253,11 +253,13 @@ fn include_references(
     let mut seen: HashSet<String> = HashSet::from([focus_ref]);
     let mut references = Vec::new();
     for directive in &shape.includes {
+        // Only `Type/id` references are looked up (and counted); `#contained` and the
+        // like are not resources Herald holds.
         for reference in directive.references(focus) {
             if references.len() >= MAX_LOOKUPS_PER_EVENT {
                 return references;
             }
-            if seen.insert(reference.clone()) {
+            if reference.contains('/') && seen.insert(reference.clone()) {
                 references.push(reference);
             }
         }

@@ -167,6 +167,7 @@ impl RestHookWorker {
                     if !due.is_empty() {
                         tracing::debug!(claimed = due.len(), "claimed subscriptions with due work");
                     }
+                    let mut waited = false;
                     for record in due {
                         let key = record.key.clone();
                         let claimed = self
@@ -185,15 +186,16 @@ impl RestHookWorker {
                             }
                             continue;
                         }
-                        // A record is as fresh as its claim unless this loop had to wait for
-                        // a permit after claiming it.
-                        let (permit, waited) = match Arc::clone(&permits).try_acquire_owned() {
-                            Ok(permit) => (permit, false),
+                        // A record is as fresh as its claim until this loop waits for a
+                        // permit; from then on every record of this claim is re-read.
+                        let permit = match Arc::clone(&permits).try_acquire_owned() {
+                            Ok(permit) => permit,
                             Err(TryAcquireError::NoPermits) => {
                                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                                     break;
                                 };
-                                (permit, true)
+                                waited = true;
+                                permit
                             }
                             Err(TryAcquireError::Closed) => break,
                         };
