@@ -317,6 +317,40 @@ impl Receiver {
         self.all().into_iter().filter(|r| r.path == path).collect()
     }
 
+    /// The event numbers of each event-notification request to `path` so far, one list per
+    /// request, in arrival order.
+    pub fn event_bundles(&self, path: &str) -> Vec<Vec<i64>> {
+        self.at(path)
+            .iter()
+            .filter(|r| r.notification_type().as_deref() == Some("event-notification"))
+            .map(Received::event_numbers)
+            .collect()
+    }
+
+    /// Waits until the event notifications at `path` satisfy `done` (given
+    /// [`event_bundles`](Self::event_bundles)); returns them. Counting events rather than
+    /// requests holds whether or not a backlog was bundled.
+    pub async fn wait_for_event_bundles(
+        &self,
+        path: &str,
+        done: impl Fn(&[Vec<i64>]) -> bool,
+    ) -> Vec<Vec<i64>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let notified = self.state.arrived.notified();
+            let bundles = self.event_bundles(path);
+            if done(&bundles) {
+                return bundles;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !remaining.is_zero(),
+                "the event notifications at {path} never got there: {bundles:?}"
+            );
+            let _ = tokio::time::timeout(remaining.min(Duration::from_millis(200)), notified).await;
+        }
+    }
+
     /// Waits until `count` requests to `path` matching `filter` have arrived; returns them.
     pub async fn wait_for(
         &self,

@@ -219,16 +219,11 @@ fn parse_shape(
     })
 }
 
+/// A directive list: strictly a JSON array of strings (unlike the topic's code lists, a
+/// lone string is refused).
 fn directive_list<'a>(value: Option<&'a Value>, ctx: &str) -> Result<Vec<&'a str>, CriteriaError> {
     match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| CriteriaError::new(format!("{ctx} must contain strings")))
-            })
-            .collect(),
+        None | Some(Value::Null) | Some(Value::Array(_)) => crate::topic::string_list(value, ctx),
         Some(_) => err(format!("{ctx} must be a list of strings")),
     }
 }

@@ -113,7 +113,10 @@ fn resource_name(value: &str, context: &str) -> Result<String, CriteriaError> {
     }
 }
 
-fn string_list<'a>(value: Option<&'a Value>, context: &str) -> Result<Vec<&'a str>, CriteriaError> {
+pub(crate) fn string_list<'a>(
+    value: Option<&'a Value>,
+    context: &str,
+) -> Result<Vec<&'a str>, CriteriaError> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items

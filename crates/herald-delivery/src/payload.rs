@@ -72,7 +72,6 @@ pub fn notification_events(
         .map(|n| {
             let mut event = NotificationEvent {
                 additional_context: context.next().unwrap_or_default(),
-                resource: None,
                 ..to_notification_event_without_resource(n)
             };
             if content == PayloadContent::FullResource {

@@ -370,14 +370,25 @@ impl SubscriptionIndex {
         self.by_key.insert(ByKey(subscription));
     }
 
-    /// Files a new group (represented by `subscription`) in the partition of
-    /// `resource_type`.
-    fn file_group(&mut self, id: GroupId, subscription: &ActiveSubscription, resource_type: &str) {
+    /// Where a group's criteria go in the partition of `resource_type`, with the hashes of
+    /// its keyed values (empty unless keyed).
+    fn placement(
+        &self,
+        subscription: &ActiveSubscription,
+        resource_type: &str,
+    ) -> (Placement, Vec<u64>) {
         let placement = Placement::of(&subscription.criteria, resource_type);
-        let hashes: Vec<u64> = match &placement {
+        let hashes = match &placement {
             Placement::Keyed(key) => key.values.iter().map(|v| self.value_hash(v)).collect(),
             _ => Vec::new(),
         };
+        (placement, hashes)
+    }
+
+    /// Files a new group (represented by `subscription`) in the partition of
+    /// `resource_type`.
+    fn file_group(&mut self, id: GroupId, subscription: &ActiveSubscription, resource_type: &str) {
+        let (placement, hashes) = self.placement(subscription, resource_type);
         let Some(partition) = self
             .partitions
             .get_mut(&subscription.key.tenant)
@@ -424,11 +435,7 @@ impl SubscriptionIndex {
         subscription: &ActiveSubscription,
         resource_type: &str,
     ) {
-        let placement = Placement::of(&subscription.criteria, resource_type);
-        let hashes: Vec<u64> = match &placement {
-            Placement::Keyed(key) => key.values.iter().map(|v| self.value_hash(v)).collect(),
-            _ => Vec::new(),
-        };
+        let (placement, hashes) = self.placement(subscription, resource_type);
         let Some(partition) = self
             .partitions
             .get_mut(&subscription.key.tenant)

@@ -76,23 +76,9 @@ async fn an_endpoint_returning_503_receives_everything_in_order_once_it_recovers
     hub.wait_for_status(&id, "error").await;
     receiver.respond_with(200);
     hub.wait_for_status(&id, "active").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let bundles: Vec<Vec<i64>> = loop {
-        let seen: Vec<Vec<i64>> = receiver
-            .at("/r")
-            .into_iter()
-            .filter(is_event)
-            .map(|r| r.event_numbers())
-            .collect();
-        if seen.iter().flatten().any(|&n| n == 5) {
-            break seen;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not everything arrived: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let bundles = receiver
+        .wait_for_event_bundles("/r", |b| b.iter().flatten().any(|&n| n == 5))
+        .await;
     // Attempts repeat from the head-of-line event until it succeeds (a retry may carry
     // more events than the failed attempt, as the backlog is bundled): every bundle is in
     // order, each starts at or after where the one before started, and together they hold
@@ -380,19 +366,10 @@ async fn resend_delivers_a_range_again_in_order() {
     assert_eq!(status, 200, "{outcome}");
     // The range may come back as one bundle or several (a backlog is bundled); in order
     // either way, after the first delivery.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let numbers: Vec<i64> = loop {
-        let numbers: Vec<i64> = receiver
-            .at("/again")
-            .iter()
-            .filter(|r| is_event(r))
-            .flat_map(|r| r.event_numbers())
-            .collect();
-        if numbers.len() >= 5 || std::time::Instant::now() >= deadline {
-            break numbers;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let numbers: Vec<i64> = receiver
+        .wait_for_event_bundles("/again", |b| b.iter().map(Vec::len).sum::<usize>() >= 5)
+        .await
+        .concat();
     assert_eq!(numbers, vec![1, 2, 3, 2, 3]);
     let bad = json!({"resourceType": "Parameters", "parameter": [{"name": "eventsSinceInstant", "valueInstant": "2026-01-01T00:00:00Z"}]});
     let (status, _) = hub.post(&format!("/Subscription/{id}/$resend"), &bad).await;
@@ -538,30 +515,10 @@ async fn a_backlog_is_bundled_and_a_lone_event_goes_alone() {
     };
     // 45 events in one request are matched and recorded together: a backlog at once.
     ingest((1..=45).map(event).collect()).await;
-    let bundles = |path: &str| -> Vec<Vec<i64>> {
-        receiver
-            .at(path)
-            .iter()
-            .filter(|r| is_event(r))
-            .map(|r| r.event_numbers())
-            .collect()
-    };
     let wait_for_events = |path: &'static str, count: usize| {
-        let bundles = &bundles;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                let seen = bundles(path);
-                if seen.iter().map(Vec::len).sum::<usize>() >= count {
-                    return seen;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{path}: only {seen:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        receiver.wait_for_event_bundles(path, move |b| {
+            b.iter().map(Vec::len).sum::<usize>() >= count
+        })
     };
     let backlog = wait_for_events("/default", 45).await;
     assert_eq!(
