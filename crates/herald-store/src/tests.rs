@@ -912,6 +912,23 @@ async fn records_batches(store: &dyn Store) {
         .await
         .expect("next batch");
     assert_eq!(next, vec![vec![(a.clone(), 3)]]);
+    // A batch mixing a stored change with a new one (on PostgreSQL the one-statement path
+    // rolls back on the stored change and the general path records both): the stored one
+    // keeps its numbers, the new one continues them, nothing is counted twice.
+    let mixed = store
+        .record_notifications_batch(
+            &[on("e6", "o4", "1", &[&a]), on("e2", "o2", "1", &[&a])],
+            &[],
+        )
+        .await
+        .expect("mixed batch");
+    assert_eq!(mixed, vec![vec![(a.clone(), 4)], vec![(a.clone(), 2)]]);
+    let counted = store
+        .get_subscription("t1", "a")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(counted.events_since_start, 4);
 
     let key = |id: &str| ResourceKey {
         tenant: "t1".into(),

@@ -17,6 +17,8 @@ use super::{PostgresStore, SqliteStore, RESOURCE_COLUMNS};
 use crate::records::*;
 use crate::StoreResult;
 
+mod postgres;
+
 /// Values bound per statement stay far below SQLite's limit (32,766) and PostgreSQL's
 /// (65,535): at most this many rows per multi-row statement.
 const ROWS_PER_STATEMENT: usize = 200;
@@ -36,6 +38,78 @@ fn change_key(event: &EventRecord) -> ChangeKey {
 
 /// A notification's identity: (subscription, canonical event id).
 type Pair = (SubscriptionKey, String);
+
+/// Each change of `matched` not in `canonical` yet becomes its own canonical event (not
+/// stored before); returns those changes, each once, in bus order: the rows to insert.
+fn add_new_changes<'e>(
+    matched: &[&'e EventRecord],
+    canonical: &mut HashMap<ChangeKey, (String, bool)>,
+) -> Vec<&'e EventRecord> {
+    let mut new_events = Vec::new();
+    for event in matched {
+        canonical.entry(change_key(event)).or_insert_with(|| {
+            new_events.push(*event);
+            (event.event_id.clone(), false)
+        });
+    }
+    new_events
+}
+
+/// The (subscription, canonical event) pairs of a batch without a number yet, per
+/// subscription in key order and, within one, in bus order: each subscription's counter
+/// grows by its list's length and the list takes the numbers it frees, in order. Every
+/// pair is entered in `numbers` (as `None` until numbered), so a pair repeated in the
+/// batch is numbered once.
+fn pairs_to_number(
+    events: &[MatchedEvent],
+    canonical: &HashMap<ChangeKey, (String, bool)>,
+    numbers: &mut HashMap<Pair, Option<i64>>,
+) -> BTreeMap<SubscriptionKey, Vec<(String, i64)>> {
+    let mut new_pairs: BTreeMap<SubscriptionKey, Vec<(String, i64)>> = BTreeMap::new();
+    for m in events.iter().filter(|m| !m.subscriptions.is_empty()) {
+        let event_id = &canonical[&change_key(&m.event)].0;
+        for key in &m.subscriptions {
+            let pair = (key.clone(), event_id.clone());
+            if numbers.contains_key(&pair) {
+                continue;
+            }
+            numbers.insert(pair, None);
+            new_pairs
+                .entry(key.clone())
+                .or_default()
+                .push((event_id.clone(), m.event.recorded_at));
+        }
+    }
+    new_pairs
+}
+
+/// For each event of the batch, its subscriptions with their numbers (a subscription
+/// deleted meanwhile has none and is left out).
+fn numbered_per_event(
+    events: &[MatchedEvent],
+    canonical: &HashMap<ChangeKey, (String, bool)>,
+    numbers: &HashMap<Pair, Option<i64>>,
+) -> Vec<Vec<(SubscriptionKey, i64)>> {
+    events
+        .iter()
+        .map(|m| {
+            if m.subscriptions.is_empty() {
+                return Vec::new();
+            }
+            let event_id = &canonical[&change_key(&m.event)].0;
+            m.subscriptions
+                .iter()
+                .filter_map(|key| {
+                    numbers
+                        .get(&(key.clone(), event_id.clone()))
+                        .copied()
+                        .flatten()
+                        .map(|n| (key.clone(), n))
+                })
+                .collect()
+        })
+        .collect()
+}
 
 macro_rules! impl_batch {
     ($store:ty, $db:ty) => {
@@ -76,7 +150,7 @@ macro_rules! impl_batch {
                 Ok(found)
             }
 
-            pub(super) async fn record_batch(
+            pub(super) async fn record_batch_general(
                 &self,
                 events: &[MatchedEvent],
                 versions: &[VersionWrite],
@@ -137,13 +211,7 @@ macro_rules! impl_batch {
                         }
                     }
                 }
-                let mut new_events: Vec<&EventRecord> = Vec::new();
-                for event in &matched {
-                    canonical.entry(change_key(event)).or_insert_with(|| {
-                        new_events.push(event);
-                        (event.event_id.clone(), false)
-                    });
-                }
+                let new_events = add_new_changes(&matched, &mut canonical);
                 for chunk in new_events.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO change_events (tenant, event_id, action, resource_type, resource_id, version_id, occurred_at, resource, recorded_at) ",
@@ -205,21 +273,7 @@ macro_rules! impl_batch {
                 // 3. New numbers: per subscription, one counter increment for the whole batch,
                 // handed out in bus order. Counters are updated in key order so concurrent
                 // batches cannot deadlock.
-                let mut new_pairs: BTreeMap<SubscriptionKey, Vec<(String, i64)>> = BTreeMap::new();
-                for m in events.iter().filter(|m| !m.subscriptions.is_empty()) {
-                    let event_id = &canonical[&change_key(&m.event)].0;
-                    for key in &m.subscriptions {
-                        let pair = (key.clone(), event_id.clone());
-                        if numbers.contains_key(&pair) {
-                            continue;
-                        }
-                        numbers.insert(pair, None);
-                        new_pairs
-                            .entry(key.clone())
-                            .or_default()
-                            .push((event_id.clone(), m.event.recorded_at));
-                    }
-                }
+                let new_pairs = pairs_to_number(events, &canonical, &mut numbers);
                 let mut rows: Vec<(&SubscriptionKey, i64, &str, i64)> = Vec::new();
                 for (key, pairs) in &new_pairs {
                     let count = pairs.len() as i64;
@@ -289,29 +343,23 @@ macro_rules! impl_batch {
                 }
                 tx.commit().await?;
 
-                Ok(events
-                    .iter()
-                    .map(|m| {
-                        if m.subscriptions.is_empty() {
-                            return Vec::new();
-                        }
-                        let event_id = &canonical[&change_key(&m.event)].0;
-                        m.subscriptions
-                            .iter()
-                            .filter_map(|key| {
-                                numbers
-                                    .get(&(key.clone(), event_id.clone()))
-                                    .copied()
-                                    .flatten()
-                                    .map(|n| (key.clone(), n))
-                            })
-                            .collect()
-                    })
-                    .collect())
+                Ok(numbered_per_event(events, &canonical, &numbers))
             }
         }
     };
 }
 
 impl_batch!(SqliteStore, sqlx::Sqlite);
+
+impl SqliteStore {
+    /// SQLite records every batch on the general path: its statements are calls inside
+    /// this process, not round trips, and its one writer makes the transaction cheap.
+    pub(super) async fn record_batch(
+        &self,
+        events: &[MatchedEvent],
+        versions: &[VersionWrite],
+    ) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>> {
+        self.record_batch_general(events, versions).await
+    }
+}
 impl_batch!(PostgresStore, sqlx::Postgres);
