@@ -39,6 +39,15 @@ fn change_key(event: &EventRecord) -> ChangeKey {
 /// A notification's identity: (subscription, canonical event id).
 type Pair = (SubscriptionKey, String);
 
+/// The change events of the batch that matched some subscription, in bus order.
+fn matched_changes(events: &[MatchedEvent]) -> Vec<&EventRecord> {
+    events
+        .iter()
+        .filter(|m| !m.subscriptions.is_empty())
+        .map(|m| &m.event)
+        .collect()
+}
+
 /// Each change of `matched` not in `canonical` yet becomes its own canonical event (not
 /// stored before); returns those changes, each once, in bus order: the rows to insert.
 fn add_new_changes<'e>(
@@ -156,11 +165,7 @@ macro_rules! impl_batch {
                 versions: &[VersionWrite],
             ) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>> {
                 let mut tx = self.pool.begin().await?;
-                let matched: Vec<&EventRecord> = events
-                    .iter()
-                    .filter(|m| !m.subscriptions.is_empty())
-                    .map(|m| &m.event)
-                    .collect();
+                let matched = matched_changes(events);
 
                 // 1. Canonical event ids. The same change re-sent under another event id
                 // (past the bus's dedup window) is the same event: it reuses the first id, so

@@ -23,7 +23,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{add_new_changes, numbered_per_event, pairs_to_number, ChangeKey, Pair};
+use super::{
+    add_new_changes, matched_changes, numbered_per_event, pairs_to_number, ChangeKey, Pair,
+};
 use crate::records::*;
 use crate::sql::PostgresStore;
 use crate::StoreResult;
@@ -123,11 +125,7 @@ impl PostgresStore {
         events: &[MatchedEvent],
         versions: &[VersionWrite],
     ) -> StoreResult<Option<Vec<Vec<(SubscriptionKey, i64)>>>> {
-        let matched: Vec<&EventRecord> = events
-            .iter()
-            .filter(|m| !m.subscriptions.is_empty())
-            .map(|m| &m.event)
-            .collect();
+        let matched = matched_changes(events);
         let mut canonical: HashMap<ChangeKey, (String, bool)> = HashMap::new();
         let new_events = add_new_changes(&matched, &mut canonical);
         let mut numbers: HashMap<Pair, Option<i64>> = HashMap::new();
