@@ -356,6 +356,8 @@ macro_rules! impl_batch {
 
 impl_batch!(SqliteStore, sqlx::Sqlite);
 
+impl_batch!(PostgresStore, sqlx::Postgres);
+
 impl SqliteStore {
     /// SQLite records every batch on the general path: its statements are calls inside
     /// this process, not round trips, and its one writer makes the transaction cheap.
@@ -367,4 +369,3 @@ impl SqliteStore {
         self.record_batch_general(events, versions).await
     }
 }
-impl_batch!(PostgresStore, sqlx::Postgres);
