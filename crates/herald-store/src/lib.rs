@@ -6,10 +6,12 @@
 //! migrations. Times are epoch milliseconds so the SQL is portable. This crate knows nothing
 //! about HTTP, buses or criteria.
 //!
-//! Event numbers are assigned by `UPDATE subscriptions SET events_since_start =
-//! events_since_start + 1 ... RETURNING` in the same transaction as the notification row: a
+//! Event numbers are assigned by `UPDATE subscription_counters SET events_since_start =
+//! events_since_start + n ... RETURNING` in the same transaction as the notification rows: a
 //! rollback undoes both, so numbers have no gaps, and the unique index on
-//! (subscription, event id) makes recording idempotent under redelivery.
+//! (subscription, event id) makes recording idempotent under redelivery. The counter has a
+//! table of its own so the matcher never waits for the row lock of delivery's bookkeeping on
+//! `subscriptions` (claims, progress), nor delivery for the matcher's.
 
 mod records;
 mod sql;

@@ -206,9 +206,14 @@ fn like_pattern(text: &str) -> String {
     pattern
 }
 
+/// A subscription row with its counter, for `SELECT ... FROM subscriptions` and for
+/// `RETURNING` of statements on `subscriptions` (the counter is read by subselect, which
+/// both allow; a row being created has no counter yet and reads 0).
 const SUBSCRIPTION_COLUMNS: &str = "tenant, id, version_id, resource, status, error, criteria, channel_type, \
-     heartbeat_period, delivery_state, events_since_start, delivered_through, attempts, next_attempt_at, \
-     last_sent_at, created_at, updated_at, owner";
+     heartbeat_period, delivery_state, \
+     COALESCE((SELECT c.events_since_start FROM subscription_counters c \
+               WHERE c.tenant = subscriptions.tenant AND c.id = subscriptions.id), 0) AS events_since_start, \
+     delivered_through, attempts, next_attempt_at, last_sent_at, created_at, updated_at, owner";
 
 const RESOURCE_COLUMNS: &str =
     "tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event";
@@ -333,6 +338,7 @@ macro_rules! impl_store {
                      VALUES ($1, $2, 1, $3, $4, NULL, $5, $6, $7, $8, $9, $9, $10, $11) RETURNING {SUBSCRIPTION_COLUMNS}"
                 );
                 let (owner, owner_client) = owner_columns(new.owner);
+                let mut tx = self.pool.begin().await?;
                 let row = sqlx::query(&sql)
                     .bind(new.tenant)
                     .bind(new.id)
@@ -345,9 +351,12 @@ macro_rules! impl_store {
                     .bind(new.now_ms)
                     .bind(owner)
                     .bind(owner_client)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *tx)
                     .await
                     .map_err(convert)?;
+                sqlx::query("INSERT INTO subscription_counters (tenant, id, events_since_start) VALUES ($1, $2, 0)")
+                    .bind(new.tenant).bind(new.id).execute(&mut *tx).await?;
+                tx.commit().await?;
                 Self::subscription(&row)
             }
 
@@ -391,6 +400,8 @@ macro_rules! impl_store {
             async fn delete_subscription(&self, tenant: &str, id: &str) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("DELETE FROM notifications WHERE tenant = $1 AND subscription_id = $2")
+                    .bind(tenant).bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM subscription_counters WHERE tenant = $1 AND id = $2")
                     .bind(tenant).bind(id).execute(&mut *tx).await?;
                 let done = sqlx::query("DELETE FROM subscriptions WHERE tenant = $1 AND id = $2")
                     .bind(tenant).bind(id).execute(&mut *tx).await?;
@@ -585,14 +596,15 @@ macro_rules! impl_store {
                 let sql = format!(
                     "UPDATE subscriptions SET next_attempt_at = $1 \
                      WHERE (next_attempt_at IS NULL OR next_attempt_at <= $2) \
-                     AND (tenant, id) IN (SELECT tenant, id FROM subscriptions \
-                     WHERE channel_type IN ('rest-hook', 'nats') \
-                     AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
-                     AND ( (status = 'requested' AND delivery_state = 'handshake') \
-                        OR (status IN ('requested', 'active', 'error') AND delivery_state = 'ready' \
-                            AND (events_since_start > delivered_through \
-                                 OR (heartbeat_period IS NOT NULL AND COALESCE(last_sent_at, created_at) + heartbeat_period * 1000 <= $2))) ) \
-                     ORDER BY COALESCE(next_attempt_at, 0), tenant, id LIMIT $3) \
+                     AND (tenant, id) IN (SELECT s.tenant, s.id FROM subscriptions s \
+                     JOIN subscription_counters c ON c.tenant = s.tenant AND c.id = s.id \
+                     WHERE s.channel_type IN ('rest-hook', 'nats') \
+                     AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= $2) \
+                     AND ( (s.status = 'requested' AND s.delivery_state = 'handshake') \
+                        OR (s.status IN ('requested', 'active', 'error') AND s.delivery_state = 'ready' \
+                            AND (c.events_since_start > s.delivered_through \
+                                 OR (s.heartbeat_period IS NOT NULL AND COALESCE(s.last_sent_at, s.created_at) + s.heartbeat_period * 1000 <= $2))) ) \
+                     ORDER BY COALESCE(s.next_attempt_at, 0), s.tenant, s.id LIMIT $3) \
                      RETURNING {SUBSCRIPTION_COLUMNS}"
                 );
                 let rows = self.bookkeeping(Box::new(move |conn| Box::pin(async move {
@@ -616,9 +628,10 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin().await?;
                 let notifications = sqlx::query(
                     "DELETE FROM notifications WHERE EXISTS (SELECT 1 FROM subscriptions s \
+                     JOIN subscription_counters c ON c.tenant = s.tenant AND c.id = s.id \
                      WHERE s.tenant = notifications.tenant AND s.id = notifications.subscription_id \
                      AND notifications.event_number <= s.delivered_through \
-                     AND (notifications.created_at < $1 OR notifications.event_number <= s.events_since_start - $2))",
+                     AND (notifications.created_at < $1 OR notifications.event_number <= c.events_since_start - $2))",
                 )
                 .bind(before_ms).bind(keep_per_subscription)
                 .execute(&mut *tx)

@@ -12,7 +12,8 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-async fn fresh_postgres() -> PostgresStore {
+/// A new, empty database of its own.
+async fn fresh_postgres_url() -> String {
     let admin = admin_url();
     let name = format!("herald_store_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin)
@@ -22,11 +23,16 @@ async fn fresh_postgres() -> PostgresStore {
         .execute(&mut conn)
         .await
         .expect("create database");
-    let url = match admin.rsplit_once('/') {
+    match admin.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("database url without a path: {admin}"),
-    };
-    let store = PostgresStore::connect(&url, 4).await.expect("connect");
+    }
+}
+
+async fn fresh_postgres() -> PostgresStore {
+    let store = PostgresStore::connect(&fresh_postgres_url().await, 4)
+        .await
+        .expect("connect");
     store.migrate().await.expect("migrate");
     store
 }
@@ -954,4 +960,125 @@ async fn sqlite_records_batches() {
 #[tokio::test]
 async fn postgres_records_batches() {
     records_batches(&fresh_postgres().await).await;
+}
+
+/// A copy of the migrations numbered below `version`, to build a database as an earlier
+/// release left it.
+fn migrations_before(dialect: &str, version: u32) -> std::path::PathBuf {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let to = std::env::temp_dir().join(format!(
+        "herald_migrations_{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&to).expect("temp dir");
+    for entry in std::fs::read_dir(&from).expect("migrations dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+        let number: u32 = name[..4].parse().expect("numbered migration");
+        if number < version {
+            std::fs::copy(&path, to.join(name)).expect("copy migration");
+        }
+    }
+    to
+}
+
+/// A subscription as the schema before migration 0003 held it: seven events numbered,
+/// all delivered.
+const SUBSCRIPTION_BEFORE_0003: &str = "INSERT INTO subscriptions (tenant, id, version_id, resource, status, \
+     criteria, channel_type, delivery_state, events_since_start, delivered_through, created_at, updated_at) \
+     VALUES ('t1', 's1', 1, '{\"resourceType\": \"Subscription\", \"status\": \"active\"}', 'active', \
+     'Observation?code=1', 'rest-hook', 'ready', 7, 7, 1000, 1000)";
+
+/// After the upgrade the counter reads as before and the next event gets the next number:
+/// no number is reused, none skipped.
+async fn upgraded_counters_continue(store: &dyn Store) {
+    let key = SubscriptionKey::new("t1", "s1");
+    let before = store
+        .get_subscription("t1", "s1")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        (before.events_since_start, before.delivered_through),
+        (7, 7)
+    );
+    let numbered = store
+        .record_notifications_batch(
+            &[MatchedEvent {
+                event: event("e8"),
+                subscriptions: vec![key.clone()],
+            }],
+            &[],
+        )
+        .await
+        .expect("record");
+    assert_eq!(numbered, vec![vec![(key, 8)]]);
+    let after = store
+        .get_subscription("t1", "s1")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(after.events_since_start, 8);
+    assert!(store.delete_subscription("t1", "s1").await.expect("delete"));
+    let resource = json!({"resourceType": "Subscription", "status": "requested"});
+    let again = store
+        .create_subscription(new_sub("s1", &resource))
+        .await
+        .expect("create again");
+    assert_eq!(
+        again.events_since_start, 0,
+        "a new subscription counts from zero"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_upgrade_keeps_counters() {
+    let path = std::env::temp_dir().join(format!(
+        "herald_upgrade_{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("open");
+        let old = sqlx::migrate::Migrator::new(migrations_before("sqlite", 3).as_path())
+            .await
+            .expect("old migrations");
+        old.run(&mut conn).await.expect("old schema");
+        sqlx::query(SUBSCRIPTION_BEFORE_0003)
+            .execute(&mut conn)
+            .await
+            .expect("old row");
+        conn.close().await.expect("close");
+    }
+    let store = SqliteStore::open(&path).await.expect("open");
+    store.migrate().await.expect("upgrade");
+    upgraded_counters_continue(&store).await;
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test]
+async fn postgres_upgrade_keeps_counters() {
+    let url = fresh_postgres_url().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let old = sqlx::migrate::Migrator::new(migrations_before("postgres", 3).as_path())
+        .await
+        .expect("old migrations");
+    old.run(&mut conn).await.expect("old schema");
+    sqlx::query(SUBSCRIPTION_BEFORE_0003)
+        .execute(&mut conn)
+        .await
+        .expect("old row");
+    conn.close().await.expect("close");
+    let store = PostgresStore::connect(&url, 4).await.expect("connect");
+    store.migrate().await.expect("upgrade");
+    upgraded_counters_continue(&store).await;
 }

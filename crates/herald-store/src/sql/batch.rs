@@ -283,7 +283,7 @@ macro_rules! impl_batch {
                 for (key, pairs) in &new_pairs {
                     let count = pairs.len() as i64;
                     let counter = sqlx::query(
-                        "UPDATE subscriptions SET events_since_start = events_since_start + $1 \
+                        "UPDATE subscription_counters SET events_since_start = events_since_start + $1 \
                          WHERE tenant = $2 AND id = $3 RETURNING events_since_start",
                     )
                     .bind(count).bind(&key.tenant).bind(&key.id)

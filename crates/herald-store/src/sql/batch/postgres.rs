@@ -41,10 +41,10 @@ WITH new_events AS ( \
 ), wanted AS ( \
     SELECT * FROM unnest($10::text[], $11::text[], $12::int8[]) AS w(tenant, id, taken) \
 ), locked AS ( \
-    SELECT s.tenant, s.id FROM subscriptions s JOIN wanted w ON s.tenant = w.tenant AND s.id = w.id \
+    SELECT s.tenant, s.id FROM subscription_counters s JOIN wanted w ON s.tenant = w.tenant AND s.id = w.id \
     ORDER BY s.tenant, s.id FOR UPDATE OF s \
 ), counters AS ( \
-    UPDATE subscriptions s SET events_since_start = s.events_since_start + w.taken \
+    UPDATE subscription_counters s SET events_since_start = s.events_since_start + w.taken \
     FROM wanted w JOIN locked l ON l.tenant = w.tenant AND l.id = w.id \
     WHERE s.tenant = w.tenant AND s.id = w.id \
     RETURNING s.tenant, s.id, s.events_since_start AS last, w.taken \
