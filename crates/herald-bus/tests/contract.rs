@@ -79,14 +79,24 @@ async fn batch_contract(bus: &dyn ChangeEventBus) {
     assert_eq!(duplicates, [false, true, false, true, false]);
     let mut consumer = bus.consumer().await.expect("consumer");
     let mut order = Vec::new();
-    while let Some((id, message)) = next_event_id(&mut consumer).await {
-        message.ack().await.expect("ack");
-        order.push(id);
-        if order.len() == 4 {
-            break;
+    // `next_batch` waits for the first message, then takes what has arrived (a zero wait).
+    while order.len() < 4 {
+        let batch = consumer
+            .next_batch(256, Duration::from_secs(5))
+            .await
+            .expect("next batch");
+        assert!(!batch.is_empty(), "the rest arrives in time");
+        for message in batch {
+            let event = ChangeEvent::from_json(&message.payload).expect("event");
+            message.ack().await.expect("ack");
+            order.push(event.event_id);
         }
     }
     assert_eq!(order, ["x1", "x2", "x3", "x4"], "bus order is batch order");
+    assert!(
+        consumer.next(Duration::ZERO).await.expect("next").is_none(),
+        "a zero wait with nothing there is empty, not an error"
+    );
 }
 
 /// A configuration with its own stream and subjects, on the test NATS server.
