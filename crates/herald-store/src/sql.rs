@@ -10,16 +10,36 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use herald_fhir::SubscriptionStatus;
 use serde_json::Value;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::Row;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use sqlx::{Connection, Row};
 
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult};
 
 mod batch;
+
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Pool settings of both databases. By default sqlx pings every connection before handing
+/// it out: one more round trip in front of every statement, five or so on the way from a
+/// change event to its notification. sqlx also pings a connection when it is released, so
+/// one in steady use is known good; only a connection that sat idle is pinged first (the
+/// server may have gone away meanwhile), as sqlx's documentation suggests.
+fn pool_options<DB: sqlx::Database>() -> PoolOptions<DB> {
+    PoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn: &mut DB::Connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
 
 /// The embedded default: one SQLite file, WAL, `synchronous=FULL` so an acknowledged
 /// write survives a crash. One writing connection: SQLite has one writer anyway, and a
@@ -45,7 +65,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(1)
             .connect_with(options)
             .await?;
@@ -54,7 +74,7 @@ impl SqliteStore {
             .filename(path)
             .read_only(true)
             .busy_timeout(Duration::from_secs(10));
-        let reader = SqlitePoolOptions::new()
+        let reader = pool_options()
             .max_connections(SQLITE_READERS)
             .connect_with(reader_options)
             .await?;
@@ -64,7 +84,7 @@ impl SqliteStore {
     /// An in-memory database, for tests.
     pub async fn in_memory() -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -88,7 +108,7 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
+        let pool = pool_options()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
