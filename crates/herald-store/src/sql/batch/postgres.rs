@@ -199,7 +199,7 @@ impl PostgresStore {
             }
         }
 
-        let rows = match q.fetch_all(&self.pool).await {
+        let rows = match q.fetch_all(&self.batches).await {
             Ok(rows) => rows,
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 tracing::debug!(reason = %db.message(), "a change of the batch was stored before; recording it on the general path");
