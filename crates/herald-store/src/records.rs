@@ -182,6 +182,31 @@ pub struct NotificationRecord {
     pub event: EventRecord,
 }
 
+/// Asks the matcher's batch to claim, as [`Store::claim_due`](crate::Store::claim_due)
+/// would at `now_ms` until `lease_until_ms`, the push-channel subscriptions it gives new
+/// notifications, so this instance delivers them at once without claiming them again.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchClaim {
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+}
+
+/// A subscription the matcher's batch claimed, with the notifications that batch gave it:
+/// in order, numbered consecutively up to the record's `events_since_start`.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub record: SubscriptionRecord,
+    pub notifications: Vec<NotificationRecord>,
+}
+
+/// What recording a batch did: for each event, its numbered subscriptions; and the
+/// subscriptions it claimed (see [`BatchClaim`]).
+#[derive(Debug, Clone, Default)]
+pub struct RecordedBatch {
+    pub numbered: Vec<Vec<(SubscriptionKey, i64)>>,
+    pub claimed: Vec<ClaimedDelivery>,
+}
+
 /// A failed delivery attempt and what follows from it.
 #[derive(Debug, Clone)]
 pub struct DeliveryFailure<'a> {

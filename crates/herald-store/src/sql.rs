@@ -589,11 +589,15 @@ macro_rules! impl_store {
 
             async fn record_notifications(&self, event: &EventRecord, subscriptions: &[SubscriptionKey]) -> StoreResult<Vec<(SubscriptionKey, i64)>> {
                 let batch = [MatchedEvent { event: event.clone(), subscriptions: subscriptions.to_vec() }];
-                Ok(self.record_batch(&batch, &[]).await?.pop().unwrap_or_default())
+                Ok(self.record_batch(&batch, &[], None).await?.numbered.pop().unwrap_or_default())
             }
 
             async fn record_notifications_batch(&self, events: &[MatchedEvent], versions: &[VersionWrite]) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>> {
-                self.record_batch(events, versions).await
+                Ok(self.record_batch(events, versions, None).await?.numbered)
+            }
+
+            async fn record_notifications_batch_claiming(&self, events: &[MatchedEvent], versions: &[VersionWrite], claim: BatchClaim) -> StoreResult<RecordedBatch> {
+                self.record_batch(events, versions, Some(claim)).await
             }
 
             async fn notifications(&self, tenant: &str, subscription_id: &str, from: i64, to: i64, limit: i64) -> StoreResult<Vec<NotificationRecord>> {

@@ -1082,3 +1082,149 @@ async fn postgres_upgrade_keeps_counters() {
     store.migrate().await.expect("upgrade");
     upgraded_counters_continue(&store).await;
 }
+
+/// The matcher's batch claims the ready push-channel subscriptions it numbers that nobody
+/// holds, with their new counters and their notifications as the log holds them; it leaves
+/// WebSocket, handshaking, backing-off and already claimed subscriptions alone. Returns
+/// what the first batch claimed (the caller knows which store claims at all).
+async fn batch_claims(store: &dyn Store) -> Vec<ClaimedDelivery> {
+    let resource = json!({"resourceType": "Subscription", "status": "requested"});
+    for (id, channel_type) in [
+        ("ready", "rest-hook"),
+        ("nats", "nats"),
+        ("ws", "websocket"),
+        ("held", "rest-hook"),
+        ("backoff", "rest-hook"),
+    ] {
+        store
+            .create_subscription(NewSubscription {
+                channel_type,
+                ..new_sub(id, &resource)
+            })
+            .await
+            .expect("create");
+        store
+            .handshake_result(&SubscriptionKey::new("t1", id), 1, Ok(()), 2_000)
+            .await
+            .expect("ready");
+    }
+    let key = |id: &str| SubscriptionKey::new("t1", id);
+    store
+        .record_delivery_failure(
+            &key("backoff"),
+            &DeliveryFailure {
+                version_id: 1,
+                attempts: 1,
+                next_attempt_at: Some(i64::MAX),
+                status: SubscriptionStatus::Error,
+                error: "503",
+                now_ms: 3_000,
+            },
+        )
+        .await
+        .expect("back off");
+    let on = |id: &str, resource_id: &str, subs: &[&str]| MatchedEvent {
+        event: EventRecord {
+            resource_id: resource_id.into(),
+            ..event(id)
+        },
+        subscriptions: subs.iter().map(|s| key(s)).collect(),
+    };
+    // "held" gets an event and is claimed by delivery before the claiming batch.
+    store
+        .record_notifications_batch(&[on("e0", "o0", &["held"])], &[])
+        .await
+        .expect("record");
+    let held = store.claim_due(4_000, 900_000, 10).await.expect("claim");
+    assert_eq!(
+        held.iter().map(|r| r.key.id.as_str()).collect::<Vec<_>>(),
+        ["held"]
+    );
+    // Created after that claim, so only its handshake keeps it out of the batch's claim.
+    store
+        .create_subscription(new_sub("handshaking", &resource))
+        .await
+        .expect("create");
+
+    let claim = BatchClaim {
+        now_ms: 5_000,
+        lease_until_ms: 800_000,
+    };
+    let all = ["ready", "nats", "ws", "held", "backoff", "handshaking"];
+    let recorded = store
+        .record_notifications_batch_claiming(
+            &[on("e1", "o1", &all), on("e2", "o2", &["ready"])],
+            &[],
+            claim,
+        )
+        .await
+        .expect("record and claim");
+    let mut numbered = recorded.numbered[0].clone();
+    numbered.sort();
+    assert_eq!(
+        numbered.len(),
+        6,
+        "every subscription is numbered: {numbered:?}"
+    );
+    assert_eq!(recorded.numbered[1], vec![(key("ready"), 2)]);
+    for claimed in &recorded.claimed {
+        let logged = store
+            .notifications("t1", &claimed.record.key.id, 1, i64::MAX, 100)
+            .await
+            .expect("log");
+        let as_logged =
+            |n: &[NotificationRecord]| -> Vec<(i64, String, Option<serde_json::Value>)> {
+                n.iter()
+                    .map(|n| {
+                        (
+                            n.event_number,
+                            n.event.event_id.clone(),
+                            n.event.resource.clone(),
+                        )
+                    })
+                    .collect()
+            };
+        assert_eq!(as_logged(&claimed.notifications), as_logged(&logged));
+        assert_eq!(
+            claimed.record.events_since_start,
+            logged.last().expect("numbered").event_number
+        );
+        assert_eq!(claimed.record.next_attempt_at, Some(claim.lease_until_ms));
+        assert_eq!(claimed.record.delivered_through, 0);
+    }
+    // Claimed ones are held: the next batch numbers them but claims nothing.
+    let again = store
+        .record_notifications_batch_claiming(&[on("e3", "o3", &["ready", "nats"])], &[], claim)
+        .await
+        .expect("record again");
+    assert_eq!(again.numbered[0].len(), 2);
+    assert!(again.claimed.is_empty() || recorded.claimed.is_empty());
+    recorded.claimed
+}
+
+#[tokio::test]
+async fn sqlite_batch_claims_nothing() {
+    let claimed = batch_claims(&sqlite().await).await;
+    assert!(claimed.is_empty(), "SQLite leaves claims to claim_due");
+}
+
+#[tokio::test]
+async fn postgres_batch_claims_ready_push_subscriptions() {
+    let claimed = batch_claims(&fresh_postgres().await).await;
+    let mut ids: Vec<&str> = claimed.iter().map(|c| c.record.key.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["nats", "ready"]);
+    let ready = claimed
+        .iter()
+        .find(|c| c.record.key.id == "ready")
+        .expect("ready");
+    assert_eq!(ready.record.events_since_start, 2);
+    assert_eq!(
+        ready
+            .notifications
+            .iter()
+            .map(|n| n.event.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e1", "e2"]
+    );
+}

@@ -361,11 +361,17 @@ impl_batch!(PostgresStore, sqlx::Postgres);
 impl SqliteStore {
     /// SQLite records every batch on the general path: its statements are calls inside
     /// this process, not round trips, and its one writer makes the transaction cheap.
+    /// The general path; SQLite claims nothing here (`claim` is for the one-statement
+    /// path of PostgreSQL).
     pub(super) async fn record_batch(
         &self,
         events: &[MatchedEvent],
         versions: &[VersionWrite],
-    ) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>> {
-        self.record_batch_general(events, versions).await
+        _claim: Option<BatchClaim>,
+    ) -> StoreResult<RecordedBatch> {
+        Ok(RecordedBatch {
+            numbered: self.record_batch_general(events, versions).await?,
+            claimed: Vec::new(),
+        })
     }
 }

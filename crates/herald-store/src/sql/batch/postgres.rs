@@ -32,7 +32,16 @@ use crate::StoreResult;
 
 /// Inserts the batch's change events, numbers its notifications and writes its latest
 /// versions (compare-and-set) in one statement; returns each numbered subscription's new
-/// counter and how many numbers the batch took from it.
+/// counter and how many numbers the batch took from it, and, when asked to claim (`$37`,
+/// the lease, not null), the subscription row of each one it claimed.
+///
+/// The claim takes what [`claim_due`](crate::Store::claim_due) would for undelivered
+/// events: a ready rest-hook or NATS-channel subscription whose status counts events, not
+/// claimed or backing off (`next_attempt_at` due at `$38`). Rows another transaction holds
+/// are skipped, not waited for (`SKIP LOCKED`), so the matcher never waits on delivery's
+/// bookkeeping; what it skips, `claim_due` takes. A row whose counter this statement
+/// moved is returned with that counter: the statement's other parts do not see each
+/// other's changes.
 const RECORD_NEW_BATCH: &str = "\
 WITH new_events AS ( \
     INSERT INTO change_events (tenant, event_id, action, resource_type, resource_id, version_id, occurred_at, resource, recorded_at) \
@@ -67,8 +76,22 @@ WITH new_events AS ( \
         AS u(tenant, resource_type, id, seq, version_id, deleted, resource, updated_at, pending_event, expected_seq) \
     WHERE r.tenant = u.tenant AND r.resource_type = u.resource_type AND r.id = u.id AND r.seq = u.expected_seq \
     RETURNING 1 \
+), claimable AS ( \
+    SELECT s.tenant, s.id FROM subscriptions s JOIN counters c ON c.tenant = s.tenant AND c.id = s.id \
+    WHERE $37::int8 IS NOT NULL AND s.channel_type IN ('rest-hook', 'nats') \
+    AND s.status IN ('requested', 'active', 'error') AND s.delivery_state = 'ready' \
+    AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= $38::int8) \
+    ORDER BY s.tenant, s.id FOR UPDATE OF s SKIP LOCKED \
+), claimed AS ( \
+    UPDATE subscriptions s SET next_attempt_at = $37::int8 \
+    FROM claimable k WHERE s.tenant = k.tenant AND s.id = k.id \
+    RETURNING s.* \
 ) \
-SELECT tenant, id, last, taken FROM counters";
+SELECT c.tenant, c.id, c.last, c.taken, k.id IS NOT NULL AS claimed, \
+    k.version_id, k.resource, k.status, k.error, k.criteria, k.channel_type, k.heartbeat_period, \
+    k.delivery_state, c.last AS events_since_start, k.delivered_through, k.attempts, k.next_attempt_at, \
+    k.last_sent_at, k.created_at, k.updated_at, k.owner \
+FROM counters c LEFT JOIN claimed k ON k.tenant = c.tenant AND k.id = c.id";
 
 /// Column arrays of latest-version rows, as `unnest` takes them.
 #[derive(Default)]
@@ -111,10 +134,15 @@ impl PostgresStore {
         &self,
         events: &[MatchedEvent],
         versions: &[VersionWrite],
-    ) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>> {
-        match self.record_new_batch(events, versions).await? {
-            Some(numbered) => Ok(numbered),
-            None => self.record_batch_general(events, versions).await,
+        claim: Option<BatchClaim>,
+    ) -> StoreResult<RecordedBatch> {
+        match self.record_new_batch(events, versions, claim).await? {
+            Some(recorded) => Ok(recorded),
+            // The general path claims nothing; delivery claims as usual.
+            None => Ok(RecordedBatch {
+                numbered: self.record_batch_general(events, versions).await?,
+                claimed: Vec::new(),
+            }),
         }
     }
 
@@ -124,7 +152,8 @@ impl PostgresStore {
         &self,
         events: &[MatchedEvent],
         versions: &[VersionWrite],
-    ) -> StoreResult<Option<Vec<Vec<(SubscriptionKey, i64)>>>> {
+        claim: Option<BatchClaim>,
+    ) -> StoreResult<Option<RecordedBatch>> {
         let matched = matched_changes(events);
         let mut canonical: HashMap<ChangeKey, (String, bool)> = HashMap::new();
         let new_events = add_new_changes(&matched, &mut canonical);
@@ -198,6 +227,9 @@ impl PostgresStore {
                 q = q.bind(columns.expected_seq);
             }
         }
+        q = q
+            .bind(claim.map(|c| c.lease_until_ms))
+            .bind(claim.map(|c| c.now_ms));
 
         let rows = match q.fetch_all(&self.batches).await {
             Ok(rows) => rows,
@@ -208,11 +240,15 @@ impl PostgresStore {
             Err(e) => return Err(e.into()),
         };
         let mut counters: HashMap<SubscriptionKey, (i64, i64)> = HashMap::new();
+        let mut claimed_records = Vec::new();
         for row in rows {
             let key = SubscriptionKey {
                 tenant: row.try_get("tenant")?,
                 id: row.try_get("id")?,
             };
+            if row.try_get::<bool, _>("claimed")? {
+                claimed_records.push(Self::subscription(&row)?);
+            }
             counters.insert(key, (row.try_get("last")?, row.try_get("taken")?));
         }
         // A subscription deleted meanwhile has no counter row and its pairs no number.
@@ -227,7 +263,34 @@ impl PostgresStore {
                 );
             }
         }
-        Ok(Some(numbered_per_event(events, &canonical, &numbers)))
+        // A claimed subscription's notifications, as the log holds them: its pairs in
+        // number order, each with the change event this statement inserted.
+        let inserted: HashMap<&str, &EventRecord> = new_events
+            .iter()
+            .map(|e| (e.event_id.as_str(), *e))
+            .collect();
+        let claimed = claimed_records
+            .into_iter()
+            .map(|record| {
+                let (last, taken) = counters[&record.key];
+                let notifications = new_pairs[&record.key]
+                    .iter()
+                    .zip(last - taken + 1..)
+                    .map(|((event_id, _), event_number)| NotificationRecord {
+                        event_number,
+                        event: (*inserted[event_id.as_str()]).clone(),
+                    })
+                    .collect();
+                ClaimedDelivery {
+                    record,
+                    notifications,
+                }
+            })
+            .collect();
+        Ok(Some(RecordedBatch {
+            numbered: numbered_per_event(events, &canonical, &numbers),
+            claimed,
+        }))
     }
 }
 
