@@ -10,10 +10,10 @@ use std::time::Duration;
 use herald_fhir::bundle::NotificationType;
 use herald_fhir::{SubscriptionSpec, SubscriptionStatus};
 use herald_store::{
-    DeliveryFailure, DeliveryState, NotificationRecord, Store, StoreError, SubscriptionKey,
-    SubscriptionRecord,
+    ClaimedDelivery, DeliveryFailure, DeliveryState, NotificationRecord, Store, StoreError,
+    SubscriptionKey, SubscriptionRecord,
 };
-use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, Notify, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +105,23 @@ enum Attempt {
     },
 }
 
+/// What woke the worker's loop.
+enum Next {
+    Claim,
+    /// A handed-over claim; `None` once the queue is closed.
+    HandedOver(Option<Box<ClaimedDelivery>>),
+}
+
+/// The next handed-over claim; never resolves without a queue.
+async fn next_handed_over(
+    queue: &mut Option<mpsc::Receiver<ClaimedDelivery>>,
+) -> Option<ClaimedDelivery> {
+    match queue {
+        Some(queue) => queue.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -152,71 +169,64 @@ impl RestHookWorker {
 
     /// Delivers until cancelled, then waits for attempts in flight to finish.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.run_with_handoff(shutdown, None).await;
+    }
+
+    /// [`run`](Self::run), also delivering what the matcher claimed and handed over
+    /// (`herald_matcher::DeliveryHandoff`): such a subscription starts at once with the
+    /// notifications that came with it, without a claim or a read of its log. Claims
+    /// still queued at shutdown are released.
+    pub async fn run_with_handoff(
+        self,
+        shutdown: CancellationToken,
+        mut handed_over: Option<mpsc::Receiver<ClaimedDelivery>>,
+    ) {
         let permits = Arc::new(Semaphore::new(self.inner.config.max_concurrency.max(1)));
         let mut tasks = JoinSet::new();
+        let mut claim = true;
         loop {
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "delivery task failed");
                 }
             }
-            let now = now_ms();
-            let lease_until = now + self.inner.config.claim_lease.as_millis() as i64;
-            match self.inner.store.claim_due(now, lease_until, 512).await {
-                Ok(due) => {
-                    if !due.is_empty() {
-                        tracing::debug!(claimed = due.len(), "claimed subscriptions with due work");
-                    }
-                    let mut waited = false;
-                    for record in due {
-                        let key = record.key.clone();
-                        let claimed = self
-                            .inner
-                            .in_flight
-                            .lock()
-                            .map(|mut s| s.insert(key.clone()))
-                            .unwrap_or(false);
-                        if !claimed {
-                            // Claimed in storage just as this instance's previous task for it
-                            // wrote its outcome and before it left the in-flight set: that
-                            // task is done with storage, so hand the claim back rather than
-                            // leave the subscription leased with no one delivering it.
-                            if let Err(e) = self.inner.store.release_claim(&key).await {
-                                tracing::warn!(id = %key.id, error = %e, "could not release a duplicate claim");
-                            }
-                            continue;
-                        }
-                        // A record is as fresh as its claim until this loop waits for a
-                        // permit; from then on every record of this claim is re-read.
-                        let permit = match Arc::clone(&permits).try_acquire_owned() {
-                            Ok(permit) => permit,
-                            Err(TryAcquireError::NoPermits) => {
-                                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                                    break;
-                                };
-                                waited = true;
-                                permit
-                            }
-                            Err(TryAcquireError::Closed) => break,
-                        };
-                        let worker = self.clone();
-                        tasks.spawn(async move {
-                            worker.deliver(record, waited).await;
-                            if let Ok(mut set) = worker.inner.in_flight.lock() {
-                                set.remove(&key);
-                            }
-                            drop(permit);
-                            // More may be due for this subscription right away.
-                            worker.inner.wake.notify_one();
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not claim due deliveries"),
+            if claim && !self.claim_and_dispatch(&permits, &mut tasks).await {
+                break;
             }
-            tokio::select! {
+            let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                _ = self.inner.wake.notified() => Next::Claim,
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => Next::Claim,
+                delivery = next_handed_over(&mut handed_over) => Next::HandedOver(delivery.map(Box::new)),
+            };
+            claim = match next {
+                Next::Claim => true,
+                Next::HandedOver(Some(delivery)) => {
+                    let ClaimedDelivery {
+                        record,
+                        notifications,
+                    } = *delivery;
+                    if self
+                        .dispatch(record, notifications, false, &permits, &mut tasks)
+                        .await
+                        .is_none()
+                    {
+                        break;
+                    }
+                    false
+                }
+                Next::HandedOver(None) => {
+                    handed_over = None;
+                    false
+                }
+            };
+        }
+        if let Some(mut queue) = handed_over {
+            queue.close();
+            while let Ok(delivery) = queue.try_recv() {
+                if let Err(e) = self.inner.store.release_claim(&delivery.record.key).await {
+                    tracing::warn!(id = %delivery.record.key.id, error = %e, "could not release a handed-over claim; it runs out with its lease");
+                }
             }
         }
         // Drain: attempts in flight finish (each is bounded by its timeout).
@@ -227,12 +237,100 @@ impl RestHookWorker {
         }
     }
 
+    /// Claims what is due and starts delivering it. `false` when the worker is stopping.
+    async fn claim_and_dispatch(&self, permits: &Arc<Semaphore>, tasks: &mut JoinSet<()>) -> bool {
+        let now = now_ms();
+        let lease_until = now + self.inner.config.claim_lease.as_millis() as i64;
+        match self.inner.store.claim_due(now, lease_until, 512).await {
+            Ok(due) => {
+                if !due.is_empty() {
+                    tracing::debug!(claimed = due.len(), "claimed subscriptions with due work");
+                }
+                // A record is as fresh as its claim until dispatching waits for a permit;
+                // from then on every record of this claim is re-read.
+                let mut waited = false;
+                for record in due {
+                    match self
+                        .dispatch(record, Vec::new(), waited, permits, tasks)
+                        .await
+                    {
+                        Some(w) => waited = w,
+                        None => return false,
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not claim due deliveries"),
+        }
+        true
+    }
+
+    /// Starts a task delivering one claimed subscription (`prefetched`: notifications that
+    /// came with a handed-over claim), one task per subscription at a time, within the
+    /// concurrency limit. Returns whether its record had to wait for a permit (and will be
+    /// re-read; `stale` carries that over from earlier records of the same claim), or
+    /// `None` when the worker is stopping.
+    async fn dispatch(
+        &self,
+        record: SubscriptionRecord,
+        prefetched: Vec<NotificationRecord>,
+        stale: bool,
+        permits: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) -> Option<bool> {
+        let key = record.key.clone();
+        let claimed = self
+            .inner
+            .in_flight
+            .lock()
+            .map(|mut s| s.insert(key.clone()))
+            .unwrap_or(false);
+        if !claimed {
+            // Claimed in storage just as this instance's previous task for it wrote its
+            // outcome and before it left the in-flight set: that task is done with storage,
+            // so hand the claim back rather than leave the subscription leased with no one
+            // delivering it.
+            if let Err(e) = self.inner.store.release_claim(&key).await {
+                tracing::warn!(id = %key.id, error = %e, "could not release a duplicate claim");
+            }
+            // That task's wake claims it again.
+            return Some(stale);
+        }
+        let mut waited = stale;
+        let permit = match Arc::clone(permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => {
+                let Ok(permit) = Arc::clone(permits).acquire_owned().await else {
+                    return None;
+                };
+                waited = true;
+                permit
+            }
+            Err(TryAcquireError::Closed) => return None,
+        };
+        let worker = self.clone();
+        tasks.spawn(async move {
+            worker.deliver(record, waited, prefetched).await;
+            if let Ok(mut set) = worker.inner.in_flight.lock() {
+                set.remove(&key);
+            }
+            drop(permit);
+            // More may be due for this subscription right away.
+            worker.inner.wake.notify_one();
+        });
+        Some(waited)
+    }
+
     /// Delivers whatever is due for one subscription. `listed` is the row as the claim
     /// returned it, current at that instant: the claim itself is the compare-and-set that
     /// only succeeds once an earlier claimer has written its last outcome. If the worker
     /// then had to wait for a permit (`stale`), the row is read again: meanwhile a client
     /// may have changed it, and acting on the old row could resend.
-    async fn deliver(&self, listed: SubscriptionRecord, stale: bool) {
+    async fn deliver(
+        &self,
+        listed: SubscriptionRecord,
+        stale: bool,
+        prefetched: Vec<NotificationRecord>,
+    ) {
         let record = if stale {
             match self
                 .inner
@@ -297,7 +395,7 @@ impl RestHookWorker {
             (SubscriptionStatus::Off | SubscriptionStatus::EnteredInError, _)
             | (_, DeliveryState::Handshake) => self.inner.store.release_claim(&record.key).await,
             _ if record.events_since_start > record.delivered_through => {
-                self.deliver_events(&record, &spec).await
+                self.deliver_events(&record, &spec, prefetched).await
             }
             _ if heartbeat_due => self.heartbeat(&record, &spec).await,
             _ => self.inner.store.release_claim(&record.key).await,
@@ -366,6 +464,7 @@ impl RestHookWorker {
         &self,
         record: &SubscriptionRecord,
         spec: &SubscriptionSpec,
+        prefetched: Vec<NotificationRecord>,
     ) -> Result<(), StoreError> {
         const MAX_PAGES: usize = 1_000;
         const MAX_HOLD: Duration = Duration::from_secs(5);
@@ -383,20 +482,37 @@ impl RestHookWorker {
             ContextPlan::default()
         };
         let mut through = record.delivered_through;
+        // Notifications handed over with the claim serve as the first page if they follow
+        // on from what was delivered; they are numbered up to the record's event count.
+        let mut prefetched =
+            Some(prefetched).filter(|p| p.first().is_some_and(|n| n.event_number == through + 1));
         for page in 0..MAX_PAGES {
-            let pending = store
-                .notifications(
-                    &record.key.tenant,
-                    &record.key.id,
-                    through + 1,
-                    i64::MAX,
-                    page_size,
-                )
-                .await?;
-            // A page shorter than asked for held everything there was: once it is sent,
-            // progress and the end of the claim are one write, with no read to find nothing.
-            // Events recorded meanwhile wake the worker, which claims the subscription again.
-            let whole_backlog = (pending.len() as i64) < page_size;
+            let (pending, whole_backlog) = match prefetched.take() {
+                Some(mut pending) => {
+                    pending.truncate(page_size as usize);
+                    let whole = pending
+                        .last()
+                        .is_some_and(|n| n.event_number >= record.events_since_start);
+                    (pending, whole)
+                }
+                None => {
+                    let pending = store
+                        .notifications(
+                            &record.key.tenant,
+                            &record.key.id,
+                            through + 1,
+                            i64::MAX,
+                            page_size,
+                        )
+                        .await?;
+                    // A page shorter than asked for held everything there was: once it is
+                    // sent, progress and the end of the claim are one write, with no read
+                    // to find nothing. Events recorded meanwhile wake the worker, which
+                    // claims the subscription again.
+                    let whole = (pending.len() as i64) < page_size;
+                    (pending, whole)
+                }
+            };
             let Some(page_last) = pending.last().map(|n| n.event_number) else {
                 if page == 0 && record.events_since_start > through {
                     // Numbers are gap-free, so an empty first read means the log was pruned.

@@ -21,4 +21,4 @@ pub use compile::{
     compile_cel_filter, compile_subscription, ActiveSubscription, CompileError, CompiledCriteria,
 };
 pub use index::{evaluate_candidates, IndexMaintainer, IndexStats, SharedIndex, SubscriptionIndex};
-pub use run::Matcher;
+pub use run::{DeliveryHandoff, Matcher};

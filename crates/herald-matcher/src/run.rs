@@ -1,16 +1,17 @@
 //! The consume loop: change events in, numbered notifications out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_bus::{BusMessage, ChangeEventConsumer};
 use herald_fhir::{Action, ChangeEvent};
 use herald_store::{
-    EventRecord, MatchedEvent, ResourceKey, Store, StoreError, StoredResource, SubscriptionKey,
-    VersionWrite,
+    BatchClaim, ClaimedDelivery, EventRecord, MatchedEvent, RecordedBatch, ResourceKey, Store,
+    StoreError, StoredResource, SubscriptionKey, VersionWrite,
 };
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,10 +20,25 @@ use crate::index::SharedIndex;
 pub struct Matcher {
     pub store: Arc<dyn Store>,
     pub index: SharedIndex,
-    /// Called after notifications are committed (wakes every delivery channel).
-    pub on_recorded: Arc<dyn Fn() + Send + Sync>,
+    /// Called after notifications are committed, to wake every delivery channel. The
+    /// argument says whether some numbered subscription was not handed over (see
+    /// `handoff`) and so still waits for delivery to claim it.
+    pub on_recorded: Arc<dyn Fn(bool) + Send + Sync>,
     /// NATS subject prefix events are published under, to check subject against content.
     pub subject_prefix: String,
+    /// Where batches hand over the subscriptions they claimed; `None`: delivery claims all.
+    pub handoff: Option<DeliveryHandoff>,
+}
+
+/// The delivery worker's queue for subscriptions a batch claimed as it recorded their
+/// notifications ([`Store::record_notifications_batch_claiming`]), and the lease they are
+/// claimed for. With it, a new notification goes out without delivery claiming it and
+/// reading it back: two database round trips and a wake-up fewer on its way. A claim the
+/// queue cannot take (full, or delivery stopped) is released at once for `claim_due`.
+#[derive(Clone)]
+pub struct DeliveryHandoff {
+    pub claimed: mpsc::Sender<ClaimedDelivery>,
+    pub lease: Duration,
 }
 
 /// Whether `event_version` is newer than what is stored.
@@ -335,10 +351,26 @@ impl Matcher {
         }
         // Notifications and versions commit together: a failure redelivers the events and
         // they are evaluated against the same `previous` again.
-        let numbered = self
-            .store
-            .record_notifications_batch(&matched_events, &versions)
-            .await?;
+        let recorded = match &self.handoff {
+            Some(handoff) => {
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let claim = BatchClaim {
+                    now_ms,
+                    lease_until_ms: now_ms.saturating_add(handoff.lease.as_millis() as i64),
+                };
+                self.store
+                    .record_notifications_batch_claiming(&matched_events, &versions, claim)
+                    .await?
+            }
+            None => RecordedBatch {
+                numbered: self
+                    .store
+                    .record_notifications_batch(&matched_events, &versions)
+                    .await?,
+                claimed: Vec::new(),
+            },
+        };
+        let numbered = recorded.numbered;
         let matches: usize = numbered.iter().map(Vec::len).sum();
         tracing::debug!(
             events = events.len(),
@@ -347,10 +379,39 @@ impl Matcher {
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "notifications recorded"
         );
+        let handed_over = self.hand_over(recorded.claimed).await;
         if matches > 0 {
-            (self.on_recorded)();
+            let claims_left = numbered
+                .iter()
+                .flatten()
+                .any(|(key, _)| !handed_over.contains(key));
+            (self.on_recorded)(claims_left);
         }
         Ok(numbered)
+    }
+
+    /// Hands the batch's claims to delivery; a claim the queue refuses is released. Returns
+    /// the subscriptions handed over.
+    async fn hand_over(&self, claimed: Vec<ClaimedDelivery>) -> HashSet<SubscriptionKey> {
+        let mut handed_over = HashSet::with_capacity(claimed.len());
+        let Some(handoff) = &self.handoff else {
+            return handed_over;
+        };
+        for delivery in claimed {
+            let key = delivery.record.key.clone();
+            match handoff.claimed.try_send(delivery) {
+                Ok(()) => {
+                    handed_over.insert(key);
+                }
+                Err(refused) => {
+                    tracing::debug!(id = %key.id, reason = %refused, "delivery queue refused a claim; releasing it");
+                    if let Err(e) = self.store.release_claim(&key).await {
+                        tracing::warn!(id = %key.id, error = %e, "could not release a claim delivery refused; it runs out with its lease");
+                    }
+                }
+            }
+        }
+        handed_over
     }
 }
 

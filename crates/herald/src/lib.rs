@@ -32,11 +32,15 @@ use herald_capture::Capture;
 use herald_delivery::{
     DeliveryConfig, NatsChannel, NatsChannelConfig, RestHookWorker, RetrySchedule,
 };
-use herald_matcher::{IndexMaintainer, Matcher, SubscriptionIndex, TopicCatalog};
+use herald_matcher::{DeliveryHandoff, IndexMaintainer, Matcher, SubscriptionIndex, TopicCatalog};
 use herald_store::{PostgresStore, SqliteStore, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Claims the matcher hands to the delivery worker, queued at most: a burst beyond this is
+/// released by the matcher and claimed by the worker as usual.
+const HANDOFF_QUEUE: usize = 1024;
 
 pub use settings::{Mode, Settings};
 
@@ -255,19 +259,27 @@ impl Herald {
             "websocket",
             tokio::spawn(Arc::clone(&ws_hub).run(shutdown.clone())),
         ));
-        let on_recorded: Arc<dyn Fn() + Send + Sync> = {
+        let on_recorded: Arc<dyn Fn(bool) + Send + Sync> = {
             let delivery_wake = Arc::clone(&delivery_wake);
             let ws_hub = Arc::clone(&ws_hub);
-            Arc::new(move || {
-                delivery_wake.notify_one();
+            Arc::new(move |claims_left| {
+                if claims_left {
+                    delivery_wake.notify_one();
+                }
                 ws_hub.notify_new_events();
             })
         };
+        // Subscriptions the matcher's batches claim go straight to the delivery worker.
+        let (handoff_sender, handed_over) = tokio::sync::mpsc::channel(HANDOFF_QUEUE);
         let matcher = Matcher {
             store: Arc::clone(&store),
             index,
             on_recorded,
             subject_prefix,
+            handoff: Some(DeliveryHandoff {
+                claimed: handoff_sender,
+                lease: Duration::from_secs(settings.delivery.claim_lease_secs),
+            }),
         };
         tasks.push((
             "matcher",
@@ -323,7 +335,10 @@ impl Herald {
             Some(channel) => worker.with_nats_channel(channel),
             None => worker,
         };
-        tasks.push(("delivery", tokio::spawn(worker.run(shutdown.clone()))));
+        tasks.push((
+            "delivery",
+            tokio::spawn(worker.run_with_handoff(shutdown.clone(), Some(handed_over))),
+        ));
 
         let retention = settings.retention.clone();
         let prune_store = Arc::clone(&store);

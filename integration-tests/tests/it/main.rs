@@ -7,6 +7,7 @@ mod delivery;
 mod explain;
 mod faults;
 mod filters;
+mod handoff;
 mod nats_channel;
 mod security;
 mod shape;
