@@ -808,20 +808,30 @@ macro_rules! impl_store {
                     return Ok(());
                 }
                 // Multi-row inserts: one statement per 100 records (10 parameters each)
-                // instead of one each, since every delivery attempt writes a record.
-                let mut tx = self.pool.begin().await?;
-                for chunk in records.chunks(100) {
+                // instead of one each, since every delivery attempt writes a record. One
+                // statement is atomic by itself: it needs no BEGIN and COMMIT round trips.
+                const PER_STATEMENT: usize = 100;
+                let insert = |chunk: &[AuditRecord]| {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_events (tenant, id, recorded_at, kind, action, outcome, agent_client, \
                          agent_subject, entity, detail) ",
                     );
-                    q.push_values(chunk, |mut row, r| {
-                        row.push_bind(&r.tenant).push_bind(&r.id).push_bind(r.recorded_at).push_bind(&r.kind)
-                            .push_bind(&r.action).push_bind(&r.outcome).push_bind(&r.agent_client)
-                            .push_bind(&r.agent_subject).push_bind(&r.entity).push_bind(&r.detail);
+                    q.push_values(chunk.iter(), |mut row, r| {
+                        row.push_bind(r.tenant.clone()).push_bind(r.id.clone()).push_bind(r.recorded_at)
+                            .push_bind(r.kind.clone()).push_bind(r.action.clone()).push_bind(r.outcome.clone())
+                            .push_bind(r.agent_client.clone()).push_bind(r.agent_subject.clone())
+                            .push_bind(r.entity.clone()).push_bind(r.detail.clone());
                     });
                     q.push(" ON CONFLICT (tenant, id) DO NOTHING");
-                    q.build().execute(&mut *tx).await?;
+                    q
+                };
+                if records.len() <= PER_STATEMENT {
+                    insert(records).build().execute(&self.pool).await?;
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for chunk in records.chunks(PER_STATEMENT) {
+                    insert(chunk).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -601,6 +601,27 @@ async fn access_and_audit(store: &dyn Store) {
         .append_audit(&[audit("a1", 10, "subscription-create", "0")])
         .await
         .expect("appending the same record twice is idempotent");
+    // More than one statement's worth (100) goes in one transaction (another tenant).
+    let bulk: Vec<AuditRecord> = (0..250)
+        .map(|i| AuditRecord {
+            tenant: "t8".into(),
+            ..audit(&format!("b{i}"), 40 + i, "bulk", "0")
+        })
+        .collect();
+    store.append_audit(&bulk).await.expect("append in bulk");
+    let query = AuditQuery {
+        kinds: vec!["bulk".into()],
+        limit: Some(1000),
+        ..AuditQuery::default()
+    };
+    assert_eq!(
+        store
+            .search_audit("t8", &query)
+            .await
+            .expect("search")
+            .len(),
+        250
+    );
     let ids = |records: Vec<AuditRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
     let all = store
         .search_audit("t9", &AuditQuery::default())
