@@ -105,6 +105,9 @@ enum Attempt {
     },
 }
 
+/// How long a handed-over claim's record is used as it came; older, it is read again.
+const HANDED_OVER_FRESH_MS: i64 = 100;
+
 /// What woke the worker's loop.
 enum Next {
     Claim,
@@ -205,9 +208,13 @@ impl RestHookWorker {
                     let ClaimedDelivery {
                         record,
                         notifications,
+                        claimed_at_ms,
                     } = *delivery;
+                    // Normally taken up within a millisecond or two; one that queued behind
+                    // a busy loop is read again before it is acted on.
+                    let stale = now_ms().saturating_sub(claimed_at_ms) > HANDED_OVER_FRESH_MS;
                     if self
-                        .dispatch(record, notifications, false, &permits, &mut tasks)
+                        .dispatch(record, notifications, stale, &permits, &mut tasks)
                         .await
                         .is_none()
                     {
@@ -323,8 +330,11 @@ impl RestHookWorker {
     /// Delivers whatever is due for one subscription. `listed` is the row as the claim
     /// returned it, current at that instant: the claim itself is the compare-and-set that
     /// only succeeds once an earlier claimer has written its last outcome. If the worker
-    /// then had to wait for a permit (`stale`), the row is read again: meanwhile a client
-    /// may have changed it, and acting on the old row could resend.
+    /// then had to wait (`stale`: for a permit, or a handed-over claim in the queue), the
+    /// row is read again: meanwhile a client may have changed it, and acting on the old
+    /// row could resend. If the claim is no longer this one (a client's update released
+    /// it, or its lease ran out and another instance claimed), nothing is done: the
+    /// subscription is due again and `claim_due` takes it.
     async fn deliver(
         &self,
         listed: SubscriptionRecord,
@@ -338,7 +348,11 @@ impl RestHookWorker {
                 .get_subscription(&listed.key.tenant, &listed.key.id)
                 .await
             {
-                Ok(Some(record)) => record,
+                Ok(Some(record)) if record.next_attempt_at == listed.next_attempt_at => record,
+                Ok(Some(_)) => {
+                    tracing::debug!(id = %listed.key.id, "claim gone while waiting; leaving it to the next claim");
+                    return;
+                }
                 Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(id = %listed.key.id, error = %e, "could not re-read subscription");

@@ -351,7 +351,12 @@ impl Matcher {
         }
         // Notifications and versions commit together: a failure redelivers the events and
         // they are evaluated against the same `previous` again.
-        let recorded = match &self.handoff {
+        // No claims while delivery's queue is full: each would only be released again.
+        let handoff = self
+            .handoff
+            .as_ref()
+            .filter(|handoff| handoff.claimed.capacity() > 0);
+        let recorded = match handoff {
             Some(handoff) => {
                 let now_ms = chrono::Utc::now().timestamp_millis();
                 let claim = BatchClaim {

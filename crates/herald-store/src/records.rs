@@ -197,6 +197,9 @@ pub struct BatchClaim {
 pub struct ClaimedDelivery {
     pub record: SubscriptionRecord,
     pub notifications: Vec<NotificationRecord>,
+    /// When it was claimed ([`BatchClaim::now_ms`]): a record that waited long before
+    /// delivery starts is read again, as a client may have changed it meanwhile.
+    pub claimed_at_ms: i64,
 }
 
 /// What recording a batch did: for each event, its numbered subscriptions; and the

@@ -1171,10 +1171,33 @@ async fn batch_claims(store: &dyn Store) -> Vec<ClaimedDelivery> {
         now_ms: 5_000,
         lease_until_ms: 800_000,
     };
+    // Another tenant's subscription, and an event of that tenant under the same id as one
+    // of t1's (event ids are unique per tenant only).
+    store
+        .create_subscription(NewSubscription {
+            tenant: "t2",
+            ..new_sub("other", &resource)
+        })
+        .await
+        .expect("create");
+    let other = SubscriptionKey::new("t2", "other");
+    store
+        .handshake_result(&other, 1, Ok(()), 2_000)
+        .await
+        .expect("ready");
+    let t2_event = MatchedEvent {
+        event: EventRecord {
+            tenant: "t2".into(),
+            resource_id: "p1".into(),
+            resource: Some(json!({"resourceType": "Observation", "id": "p1"})),
+            ..event("e1")
+        },
+        subscriptions: vec![other],
+    };
     let all = ["ready", "nats", "ws", "held", "backoff", "handshaking"];
     let recorded = store
         .record_notifications_batch_claiming(
-            &[on("e1", "o1", &all), on("e2", "o2", &["ready"])],
+            &[on("e1", "o1", &all), on("e2", "o2", &["ready"]), t2_event],
             &[],
             claim,
         )
@@ -1190,16 +1213,24 @@ async fn batch_claims(store: &dyn Store) -> Vec<ClaimedDelivery> {
     assert_eq!(recorded.numbered[1], vec![(key("ready"), 2)]);
     for claimed in &recorded.claimed {
         let logged = store
-            .notifications("t1", &claimed.record.key.id, 1, i64::MAX, 100)
+            .notifications(
+                &claimed.record.key.tenant,
+                &claimed.record.key.id,
+                1,
+                i64::MAX,
+                100,
+            )
             .await
             .expect("log");
         let as_logged =
-            |n: &[NotificationRecord]| -> Vec<(i64, String, Option<serde_json::Value>)> {
+            |n: &[NotificationRecord]| -> Vec<(i64, String, String, String, Option<serde_json::Value>)> {
                 n.iter()
                     .map(|n| {
                         (
                             n.event_number,
+                            n.event.tenant.clone(),
                             n.event.event_id.clone(),
+                            n.event.resource_id.clone(),
                             n.event.resource.clone(),
                         )
                     })
@@ -1234,7 +1265,17 @@ async fn postgres_batch_claims_ready_push_subscriptions() {
     let claimed = batch_claims(&fresh_postgres().await).await;
     let mut ids: Vec<&str> = claimed.iter().map(|c| c.record.key.id.as_str()).collect();
     ids.sort();
-    assert_eq!(ids, ["nats", "ready"]);
+    assert_eq!(ids, ["nats", "other", "ready"]);
+    let other = claimed
+        .iter()
+        .find(|c| c.record.key.id == "other")
+        .expect("other");
+    let event = &other.notifications[0].event;
+    assert_eq!(
+        (event.tenant.as_str(), event.resource_id.as_str()),
+        ("t2", "p1"),
+        "its own tenant's event, not t1's of the same id"
+    );
     let ready = claimed
         .iter()
         .find(|c| c.record.key.id == "ready")

@@ -246,10 +246,20 @@ impl PostgresStore {
                 tenant: row.try_get("tenant")?,
                 id: row.try_get("id")?,
             };
+            counters.insert(key.clone(), (row.try_get("last")?, row.try_get("taken")?));
             if row.try_get::<bool, _>("claimed")? {
-                claimed_records.push(Self::subscription(&row)?);
+                match Self::subscription(&row) {
+                    Ok(record) => claimed_records.push(record),
+                    Err(e) => {
+                        // The batch is recorded (committed); only this claim cannot be
+                        // handed over. Given back, `claim_due` meets the row (and reports it).
+                        tracing::warn!(id = %key.id, error = %e, "claimed subscription unreadable; releasing its claim");
+                        if let Err(e) = crate::Store::release_claim(self, &key).await {
+                            tracing::warn!(id = %key.id, error = %e, "could not release the claim; it runs out with its lease");
+                        }
+                    }
+                }
             }
-            counters.insert(key, (row.try_get("last")?, row.try_get("taken")?));
         }
         // A subscription deleted meanwhile has no counter row and its pairs no number.
         for (key, pairs) in &new_pairs {
@@ -264,10 +274,11 @@ impl PostgresStore {
             }
         }
         // A claimed subscription's notifications, as the log holds them: its pairs in
-        // number order, each with the change event this statement inserted.
-        let inserted: HashMap<&str, &EventRecord> = new_events
+        // number order, each with the change event this statement inserted (event ids are
+        // unique per tenant only).
+        let inserted: HashMap<(&str, &str), &EventRecord> = new_events
             .iter()
-            .map(|e| (e.event_id.as_str(), *e))
+            .map(|e| ((e.tenant.as_str(), e.event_id.as_str()), *e))
             .collect();
         let claimed = claimed_records
             .into_iter()
@@ -278,12 +289,14 @@ impl PostgresStore {
                     .zip(last - taken + 1..)
                     .map(|((event_id, _), event_number)| NotificationRecord {
                         event_number,
-                        event: (*inserted[event_id.as_str()]).clone(),
+                        event: (*inserted[&(record.key.tenant.as_str(), event_id.as_str())])
+                            .clone(),
                     })
                     .collect();
                 ClaimedDelivery {
                     record,
                     notifications,
+                    claimed_at_ms: claim.map_or(0, |c| c.now_ms),
                 }
             })
             .collect();
