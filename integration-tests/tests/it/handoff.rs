@@ -5,16 +5,23 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use herald_audit::AuditLog;
+use herald_delivery::{AccessGuard, DeliveryConfig, RestHookWorker};
 use herald_fhir::{ChangeEvent, SubscriptionSpec, SubscriptionStatus};
 use herald_integration_tests::fhir::criteria_subscription;
-use herald_integration_tests::fresh_database;
+use herald_integration_tests::{fresh_database, Receiver};
 use herald_matcher::{
     compile_subscription, ActiveSubscription, DeliveryHandoff, Matcher, SubscriptionIndex,
     TopicCatalog,
 };
-use herald_store::{NewSubscription, PostgresStore, Store, SubscriptionKey};
+use herald_security::endpoint::EndpointPolicy;
+use herald_store::{
+    ClaimedDelivery, EventRecord, MatchedEvent, NewSubscription, PostgresStore, Store,
+    SubscriptionKey,
+};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
 const CRITERIA: &str = "Observation?code=2345-7";
 
@@ -30,9 +37,13 @@ fn glucose(id: &str) -> ChangeEvent {
 }
 
 fn subscription() -> serde_json::Value {
+    subscription_to("http://127.0.0.1:9/hook")
+}
+
+fn subscription_to(endpoint: &str) -> serde_json::Value {
     criteria_subscription(
         CRITERIA,
-        "http://127.0.0.1:9/hook",
+        endpoint,
         Some("application/fhir+json"),
         Some("id-only"),
     )
@@ -40,12 +51,16 @@ fn subscription() -> serde_json::Value {
 
 /// A PostgreSQL store holding one ready rest-hook subscription.
 async fn ready_subscription() -> (Arc<dyn Store>, SubscriptionKey) {
+    ready_subscription_to(subscription()).await
+}
+
+/// A PostgreSQL store holding one ready rest-hook subscription, `resource`.
+async fn ready_subscription_to(resource: serde_json::Value) -> (Arc<dyn Store>, SubscriptionKey) {
     let store = PostgresStore::connect(&fresh_database().await, 4)
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
     let store: Arc<dyn Store> = Arc::new(store);
-    let resource = subscription();
     let key = SubscriptionKey::new("default", "glucose");
     store
         .create_subscription(NewSubscription {
@@ -177,4 +192,90 @@ async fn a_batch_hands_its_claims_to_delivery_and_a_refused_claim_is_released() 
         [&key],
         "claim_due takes it"
     );
+}
+
+/// A handed-over claim that waited in delivery's queue is read again before it is acted on,
+/// and left alone if the claim is no longer the one handed over: here its lease ran out
+/// and someone else holds the subscription, whose endpoint a client has changed meanwhile.
+/// Nothing goes to the old endpoint; the current holder's lease runs out and delivery
+/// claims the subscription and sends to the new one.
+#[tokio::test]
+async fn a_handed_over_claim_that_waited_is_read_again() {
+    let receiver = Receiver::start().await;
+    let (store, key) = ready_subscription_to(subscription_to(&receiver.url("/new"))).await;
+    let event = EventRecord {
+        event_id: "e1".into(),
+        tenant: key.tenant.clone(),
+        action: "create".into(),
+        resource_type: "Observation".into(),
+        resource_id: "o1".into(),
+        version_id: "1".into(),
+        occurred_at: 1_000,
+        resource: Some(json!({"resourceType": "Observation", "id": "o1"})),
+        recorded_at: 1_000,
+    };
+    store
+        .record_notifications_batch(
+            &[MatchedEvent {
+                event,
+                subscriptions: vec![key.clone()],
+            }],
+            &[],
+        )
+        .await
+        .expect("record");
+    let now = chrono::Utc::now().timestamp_millis();
+    // Someone else holds it for another 1.5 s.
+    let held = store.claim_due(now, now + 1_500, 10).await.expect("claim");
+    assert_eq!(held.len(), 1);
+    // What the matcher handed over 10 s ago, under its own (expired) lease: the old
+    // endpoint.
+    let mut old = held[0].clone();
+    old.resource = subscription_to(&receiver.url("/old"));
+    old.next_attempt_at = Some(now - 9_000);
+    let notifications = store
+        .notifications(&key.tenant, &key.id, 1, i64::MAX, 10)
+        .await
+        .expect("log");
+    let (queue, handed_over) = mpsc::channel(1);
+    queue
+        .send(ClaimedDelivery {
+            record: old,
+            notifications,
+            claimed_at_ms: now - 10_000,
+        })
+        .await
+        .expect("queued");
+
+    let shutdown = CancellationToken::new();
+    let (audit, _writer) = AuditLog::start(Arc::clone(&store), shutdown.clone());
+    let config = DeliveryConfig {
+        endpoint_policy: Arc::new(EndpointPolicy::development()),
+        poll_interval: Duration::from_millis(100),
+        ..DeliveryConfig::default()
+    };
+    let worker = RestHookWorker::new(
+        Arc::clone(&store),
+        config,
+        Arc::new(Notify::new()),
+        AccessGuard::new(Arc::clone(&store), audit, false),
+    )
+    .expect("worker");
+    let running = tokio::spawn(worker.run_with_handoff(shutdown.clone(), Some(handed_over)));
+
+    let bundles = receiver
+        .wait_for_event_bundles("/new", |b| b.concat() == [1])
+        .await;
+    assert_eq!(bundles, [vec![1]]);
+    assert!(
+        receiver.at("/old").is_empty(),
+        "the stale record was not acted on: {:?}",
+        receiver
+            .at("/old")
+            .iter()
+            .map(|r| r.json())
+            .collect::<Vec<_>>()
+    );
+    shutdown.cancel();
+    running.await.expect("worker stops");
 }
