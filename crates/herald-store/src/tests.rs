@@ -1012,6 +1012,22 @@ const SUBSCRIPTION_BEFORE_0003: &str = "INSERT INTO subscriptions (tenant, id, v
      VALUES ('t1', 's1', 1, '{\"resourceType\": \"Subscription\", \"status\": \"active\"}', 'active', \
      'Observation?code=1', 'rest-hook', 'ready', 7, 7, 1000, 1000)";
 
+/// Builds the schema as migrations before 0003 left it, holding one subscription.
+async fn schema_before_0003<C>(conn: &mut C, dialect: &str)
+where
+    C: sqlx::Connection + sqlx::migrate::Migrate,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    let old = sqlx::migrate::Migrator::new(migrations_before(dialect, 3).as_path())
+        .await
+        .expect("old migrations");
+    old.run_direct(&mut *conn).await.expect("old schema");
+    sqlx::raw_sql(SUBSCRIPTION_BEFORE_0003)
+        .execute(&mut *conn)
+        .await
+        .expect("old row");
+}
+
 /// After the upgrade the counter reads as before and the next event gets the next number:
 /// no number is reused, none skipped.
 async fn upgraded_counters_continue(store: &dyn Store) {
@@ -1067,14 +1083,7 @@ async fn sqlite_upgrade_keeps_counters() {
         let mut conn = sqlx::SqliteConnection::connect_with(&options)
             .await
             .expect("open");
-        let old = sqlx::migrate::Migrator::new(migrations_before("sqlite", 3).as_path())
-            .await
-            .expect("old migrations");
-        old.run(&mut conn).await.expect("old schema");
-        sqlx::query(SUBSCRIPTION_BEFORE_0003)
-            .execute(&mut conn)
-            .await
-            .expect("old row");
+        schema_before_0003(&mut conn, "sqlite").await;
         conn.close().await.expect("close");
     }
     let store = SqliteStore::open(&path).await.expect("open");
@@ -1090,14 +1099,7 @@ async fn sqlite_upgrade_keeps_counters() {
 async fn postgres_upgrade_keeps_counters() {
     let url = fresh_postgres_url().await;
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
-    let old = sqlx::migrate::Migrator::new(migrations_before("postgres", 3).as_path())
-        .await
-        .expect("old migrations");
-    old.run(&mut conn).await.expect("old schema");
-    sqlx::query(SUBSCRIPTION_BEFORE_0003)
-        .execute(&mut conn)
-        .await
-        .expect("old row");
+    schema_before_0003(&mut conn, "postgres").await;
     conn.close().await.expect("close");
     let store = PostgresStore::connect(&url, 4).await.expect("connect");
     store.migrate().await.expect("upgrade");
