@@ -7,8 +7,8 @@ use std::time::Duration;
 use herald_bus::{BusMessage, ChangeEventConsumer};
 use herald_fhir::{Action, ChangeEvent};
 use herald_store::{
-    BatchClaim, ClaimedDelivery, EventRecord, MatchedEvent, RecordedBatch, ResourceKey, Store,
-    StoreError, StoredResource, SubscriptionKey, VersionWrite,
+    BatchClaim, ClaimedDelivery, EventRecord, MatchedEvent, ResourceKey, Store, StoreError,
+    StoredResource, SubscriptionKey, VersionWrite,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -352,29 +352,21 @@ impl Matcher {
         // Notifications and versions commit together: a failure redelivers the events and
         // they are evaluated against the same `previous` again.
         // No claims while delivery's queue is full: each would only be released again.
-        let handoff = self
+        let claim = self
             .handoff
             .as_ref()
-            .filter(|handoff| handoff.claimed.capacity() > 0);
-        let recorded = match handoff {
-            Some(handoff) => {
+            .filter(|handoff| handoff.claimed.capacity() > 0)
+            .map(|handoff| {
                 let now_ms = chrono::Utc::now().timestamp_millis();
-                let claim = BatchClaim {
+                BatchClaim {
                     now_ms,
                     lease_until_ms: now_ms.saturating_add(handoff.lease.as_millis() as i64),
-                };
-                self.store
-                    .record_notifications_batch_claiming(&matched_events, &versions, claim)
-                    .await?
-            }
-            None => RecordedBatch {
-                numbered: self
-                    .store
-                    .record_notifications_batch(&matched_events, &versions)
-                    .await?,
-                claimed: Vec::new(),
-            },
-        };
+                }
+            });
+        let recorded = self
+            .store
+            .record_notifications_batch_claiming(&matched_events, &versions, claim)
+            .await?;
         let numbered = recorded.numbered;
         let matches: usize = numbered.iter().map(Vec::len).sum();
         tracing::debug!(

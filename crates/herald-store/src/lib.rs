@@ -154,17 +154,17 @@ pub trait Store: Send + Sync + 'static {
         events: &[MatchedEvent],
         versions: &[VersionWrite],
     ) -> StoreResult<Vec<Vec<(SubscriptionKey, i64)>>>;
-    /// [`record_notifications_batch`](Store::record_notifications_batch) that also claims
-    /// (see [`BatchClaim`]) the ready rest-hook and NATS-channel subscriptions it numbered
-    /// and nobody holds, in the same atomic step, where the store can: PostgreSQL does when
-    /// none of the batch's changes was stored before. A subscription claimed here is
-    /// delivered by the caller's instance or its claim released; one not claimed here is
-    /// left to [`claim_due`](Store::claim_due).
+    /// [`record_notifications_batch`](Store::record_notifications_batch) that, given a
+    /// `claim` (see [`BatchClaim`]), also claims the ready rest-hook and NATS-channel
+    /// subscriptions it numbered and nobody holds, in the same atomic step, where the store
+    /// can: PostgreSQL does when none of the batch's changes was stored before. A
+    /// subscription claimed here is delivered by the caller's instance or its claim
+    /// released; one not claimed here is left to [`claim_due`](Store::claim_due).
     async fn record_notifications_batch_claiming(
         &self,
         events: &[MatchedEvent],
         versions: &[VersionWrite],
-        claim: BatchClaim,
+        claim: Option<BatchClaim>,
     ) -> StoreResult<RecordedBatch>;
     /// Notifications with `from <= event_number <= to`, in order, at most `limit`.
     async fn notifications(

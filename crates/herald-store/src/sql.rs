@@ -596,8 +596,8 @@ macro_rules! impl_store {
                 Ok(self.record_batch(events, versions, None).await?.numbered)
             }
 
-            async fn record_notifications_batch_claiming(&self, events: &[MatchedEvent], versions: &[VersionWrite], claim: BatchClaim) -> StoreResult<RecordedBatch> {
-                self.record_batch(events, versions, Some(claim)).await
+            async fn record_notifications_batch_claiming(&self, events: &[MatchedEvent], versions: &[VersionWrite], claim: Option<BatchClaim>) -> StoreResult<RecordedBatch> {
+                self.record_batch(events, versions, claim).await
             }
 
             async fn notifications(&self, tenant: &str, subscription_id: &str, from: i64, to: i64, limit: i64) -> StoreResult<Vec<NotificationRecord>> {
@@ -811,20 +811,19 @@ macro_rules! impl_store {
                 // instead of one each, since every delivery attempt writes a record. One
                 // statement is atomic by itself: it needs no BEGIN and COMMIT round trips.
                 const PER_STATEMENT: usize = 100;
-                let insert = |chunk: &[AuditRecord]| {
+                fn insert(chunk: &[AuditRecord]) -> sqlx::QueryBuilder<'_, $db> {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_events (tenant, id, recorded_at, kind, action, outcome, agent_client, \
                          agent_subject, entity, detail) ",
                     );
-                    q.push_values(chunk.iter(), |mut row, r| {
-                        row.push_bind(r.tenant.clone()).push_bind(r.id.clone()).push_bind(r.recorded_at)
-                            .push_bind(r.kind.clone()).push_bind(r.action.clone()).push_bind(r.outcome.clone())
-                            .push_bind(r.agent_client.clone()).push_bind(r.agent_subject.clone())
-                            .push_bind(r.entity.clone()).push_bind(r.detail.clone());
+                    q.push_values(chunk, |mut row, r| {
+                        row.push_bind(&r.tenant).push_bind(&r.id).push_bind(r.recorded_at).push_bind(&r.kind)
+                            .push_bind(&r.action).push_bind(&r.outcome).push_bind(&r.agent_client)
+                            .push_bind(&r.agent_subject).push_bind(&r.entity).push_bind(&r.detail);
                     });
                     q.push(" ON CONFLICT (tenant, id) DO NOTHING");
                     q
-                };
+                }
                 if records.len() <= PER_STATEMENT {
                     insert(records).build().execute(&self.pool).await?;
                     return Ok(());

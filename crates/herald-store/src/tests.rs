@@ -1201,7 +1201,7 @@ async fn batch_claims(store: &dyn Store) -> Vec<ClaimedDelivery> {
         .record_notifications_batch_claiming(
             &[on("e1", "o1", &all), on("e2", "o2", &["ready"]), t2_event],
             &[],
-            claim,
+            Some(claim),
         )
         .await
         .expect("record and claim");
@@ -1248,7 +1248,11 @@ async fn batch_claims(store: &dyn Store) -> Vec<ClaimedDelivery> {
     }
     // Claimed ones are held: the next batch numbers them but claims nothing.
     let again = store
-        .record_notifications_batch_claiming(&[on("e3", "o3", &["ready", "nats"])], &[], claim)
+        .record_notifications_batch_claiming(
+            &[on("e3", "o3", &["ready", "nats"])],
+            &[],
+            Some(claim),
+        )
         .await
         .expect("record again");
     assert_eq!(again.numbered[0].len(), 2);
